@@ -1,0 +1,297 @@
+"""The Faust app, built by a factory from :class:`Settings`: thin agents over the pipeline.
+
+Topology (every topic created explicitly by :func:`topic_specs`, same partition count)::
+
+    withdrawals (raw bytes, key=account_id)
+      -> agent `accounts`: validate (invalid -> withdrawals-dlq with the reason),
+         account features (table `accounts`), repartition by destination
+    <app_id>-withdrawals-by-destination (key=destination)
+      -> agent `decide`: fan-in (table `destinations`), micro-batch scoring with the
+         compiled forest, policy -> decisions (plain JSON, key=account_id)
+
+Delivery: at-least-once. Each micro-batch's sends are awaited (acks=all, idempotent
+producer) before its offsets are acked, so a crash redelivers rather than loses; a
+redelivered withdrawal gets an identical verdict value (same features are not guaranteed
+after a replay of state, but the verdict is keyed by withdrawal_id and consumers dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CollectorRegistry
+
+from detector.config import Settings
+from detector.errors import InvalidEvent
+from detector.events import Withdrawal, format_rfc3339, parse_withdrawal, validate_withdrawal
+from detector.features import AccountFeatures, account_step, destination_step, feature_vector
+from detector.health import Health, http_response
+from detector.metrics import DetectorMetrics
+from detector.model import Model
+from detector.pipeline import Decider, Pending
+from detector.topics import TopicSpec
+
+__all__ = ["ACCOUNTS_TABLE", "DESTINATIONS_TABLE", "DetectorApp", "create_app", "topic_specs"]
+
+log = logging.getLogger(__name__)
+
+ACCOUNTS_TABLE = "accounts"
+DESTINATIONS_TABLE = "destinations"
+# Changelogs are compacted, never time-retained (traps: faust#597).
+_COMPACTED = {"cleanup.policy": "compact"}
+# How often lag and state-size gauges are refreshed (seconds).
+_GAUGE_INTERVAL_S = 2.0
+
+
+class _IdempotentProducer(faust_aiokafka.Producer):
+    """aiokafka producer with acks=all and idempotence (Faust offers neither switch)."""
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class _Transport(faust_aiokafka.Transport):
+    Producer = _IdempotentProducer
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes, with explicit partition counts."""
+    n, rf = settings.partitions, settings.replication_factor
+    return [
+        TopicSpec(settings.topic_withdrawals, n, rf),
+        TopicSpec(settings.topic_decisions, n, rf),
+        TopicSpec(settings.topic_dlq, n, rf),
+        TopicSpec(settings.topic_by_destination, n, rf),
+        TopicSpec(settings.changelog_topic(ACCOUNTS_TABLE), n, rf, _COMPACTED),
+        TopicSpec(settings.changelog_topic(DESTINATIONS_TABLE), n, rf, _COMPACTED),
+    ]
+
+
+@dataclass
+class DetectorApp:
+    """The Faust app with handles the tests and the CLI need."""
+
+    app: faust.App
+    settings: Settings
+    metrics: DetectorMetrics
+    registry: CollectorRegistry
+    health: Health
+    accounts: Any
+    destinations: Any
+    accounts_agent: Any
+    decide_agent: Any
+    model_holder: list[Model]
+
+
+class _Sensor(faust.Sensor):  # type: ignore[misc]
+    def __init__(self, metrics: DetectorMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        self._metrics.mark_commit()
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        topic = getattr(state, "topic", None) if state is not None else None
+        self._metrics.kafka_send_errors.labels(topic=str(topic or "unknown")).inc()
+
+
+def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry | None = None,
+               store: str = "memory://", broker: str | None = None,
+               clock: Callable[[], float] = time.time) -> DetectorApp:
+    """Build a fresh Faust app (no module-level state: tests build as many as they like)."""
+    registry = CollectorRegistry() if registry is None else registry
+    metrics = DetectorMetrics(registry)
+    metrics.set_model(model.version)
+    health = Health(stuck_after_s=settings.stuck_after_s)
+    health.set_model_loaded(True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker or settings.broker_url,
+        store=store,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=False,  # topics are created explicitly (topic_specs)
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        table_standby_replicas=0,
+        loghandlers=[],
+    )
+    if (broker or settings.broker_url).startswith("kafka://"):
+        app.transport = _Transport(app.conf.broker_consumer, app)
+    app.sensors.add(_Sensor(metrics))
+
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+    withdrawals = app.topic(settings.topic_withdrawals, partitions=settings.partitions, **raw)
+    by_destination = app.topic(settings.topic_by_destination, partitions=settings.partitions,
+                               internal=False, **raw)
+    decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
+    dlq = app.topic(settings.topic_dlq, partitions=settings.partitions, **raw)
+    accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
+    destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
+    model_holder = [model]
+    decider_holder = [Decider(model, hold_seconds=settings.hold_seconds)]
+    batch_within = settings.batch_within_ms / 1000.0
+
+    async def send_dlq(event: Any, exc: InvalidEvent) -> Any:
+        msg = event.message
+        headers = [
+            ("dlq.code", exc.code.encode()),
+            ("dlq.reason", exc.reason.encode()),
+            ("dlq.topic", str(msg.topic).encode()),
+            ("dlq.partition", str(msg.partition).encode()),
+            ("dlq.offset", str(msg.offset).encode()),
+            ("dlq.at", format_rfc3339(clock()).encode()),
+        ]
+        metrics.observe_dlq(exc.code)
+        return await dlq.send(key=event.key, value=event.value or b"", headers=headers)
+
+    @app.agent(withdrawals, name="accounts")
+    async def accounts_agent(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=batch_within):
+            started = time.perf_counter()
+            pending = []
+            for event in batch:
+                # Table writes go to the changelog partition of the *current* event:
+                # make each event current while its own key is written (traps).
+                stream._set_current_event(event)
+                metrics.withdrawals_consumed.inc()
+                try:
+                    withdrawal = parse_withdrawal(event.value or b"", key=event.key)
+                except InvalidEvent as exc:
+                    pending.append(await send_dlq(event, exc))
+                    continue
+                state, acc = account_step(accounts.get(withdrawal.account_id), withdrawal)
+                accounts[withdrawal.account_id] = state
+                payload = json.dumps({"e": withdrawal.to_json(), "a": acc.to_json()},
+                                     separators=(",", ":")).encode()
+                pending.append(await by_destination.send(
+                    key=withdrawal.destination.encode(), value=payload))
+            stream._set_current_event(None)
+            await _delivered(pending, metrics, settings.topic_by_destination)
+            health.record_progress(len(batch))
+            metrics.event_processing.observe((time.perf_counter() - started) / len(batch))
+
+    @app.agent(by_destination, name="decide")
+    async def decide_agent(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=batch_within):
+            started = time.perf_counter()
+            items: list[Pending] = []
+            for event in batch:
+                stream._set_current_event(event)
+                try:
+                    item = _destination_item(event.value, destinations)
+                except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
+                    # Only our own stage writes this topic; never crash on it either.
+                    err = exc if isinstance(exc, InvalidEvent) else \
+                        InvalidEvent("internal_format", f"unreadable repartition record: {exc}")
+                    await _delivered([await send_dlq(event, err)], metrics, settings.topic_dlq)
+                    continue
+                items.append(item)
+            stream._set_current_event(None)
+            verdicts = decider_holder[0].decide(items, now=clock())
+            sent = []
+            for item, verdict in zip(items, verdicts, strict=True):
+                sent.append(await decisions.send(
+                    key=item.event.account_id.encode(),
+                    value=json.dumps(verdict, separators=(",", ":")).encode()))
+            await _delivered(sent, metrics, settings.topic_decisions)
+            now = clock()
+            for item, verdict in zip(items, verdicts, strict=True):
+                metrics.observe_verdict(verdict["verdict"], verdict["score"],
+                                        max(0.0, now - item.event.requested_at))
+            elapsed = time.perf_counter() - started
+            metrics.observe_batch(len(batch), elapsed)
+            health.record_progress(len(batch))
+
+    def _destination_item(value: bytes | None, table: Any) -> Pending:
+        doc = json.loads(value or b"")
+        withdrawal: Withdrawal = validate_withdrawal(doc["e"])
+        acc = AccountFeatures.from_json(doc["a"])
+        state, dst = destination_step(table.get(withdrawal.destination), withdrawal,
+                                      new_for_account=acc.new_destination)
+        table[withdrawal.destination] = state
+        return Pending(withdrawal, acc, dst, feature_vector(acc, dst))
+
+    @app.timer(interval=_GAUGE_INTERVAL_S)
+    async def refresh_gauges() -> None:
+        _refresh_gauges(app, metrics, health, (accounts,))
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return _respond(web, "/metrics", registry, health)
+
+    @app.page("/healthz")
+    async def healthz_view(web: Any, request: Any) -> Any:
+        return _respond(web, "/healthz", registry, health)
+
+    @app.page("/readyz")
+    async def readyz_view(web: Any, request: Any) -> Any:
+        return _respond(web, "/readyz", registry, health)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: Any, *, assigned: Any, **_: Any) -> None:
+        health.set_partitions_assigned(bool(assigned))
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalanced(sender: Any, **_: Any) -> None:
+        health.set_tables_recovered(True)
+
+    return DetectorApp(app, settings, metrics, registry, health, accounts, destinations,
+                       accounts_agent, decide_agent, model_holder)
+
+
+async def _delivered(futures: Sequence[Any], metrics: DetectorMetrics, topic: str) -> None:
+    """Wait until the broker acknowledged every send of a batch (before its offsets ack)."""
+    if not futures:
+        return
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        metrics.kafka_send_errors.labels(topic=topic).inc(len(errors))
+        # Raising crashes the agent before its events are acked: they are redelivered.
+        raise errors[0]
+
+
+def _respond(web: Any, path: str, registry: CollectorRegistry, health: Health) -> Any:
+    status, body, content_type = http_response(path, registry, health)
+    return web.bytes(body, content_type=content_type, status=status)
+
+
+def _refresh_gauges(app: faust.App, metrics: DetectorMetrics, health: Health,
+                    tables: Sequence[Any]) -> None:
+    consumer = app.consumer
+    total = 0
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # consumer not started yet
+        return
+    for tp in assignment:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        if highwater is None:
+            continue
+        # Kafka's definition: log end offset minus the committed ("next to read") offset.
+        committed = consumer._committed_offset.get(tp) or 0
+        lag = max(0, int(highwater) - int(committed))
+        metrics.set_lag(tp.topic, tp.partition, lag)
+        total += lag
+    health.set_lag(total)
+    metrics.accounts_in_state.set(sum(len(t) for t in tables))

@@ -1,0 +1,211 @@
+"""``detector``: the command line. Each command is a thin wrapper over a plain function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from detector.config import Settings
+from detector.errors import DetectorError
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides["bootstrap_servers"] = args.bootstrap_servers
+    return Settings.from_env(**overrides)
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from detector import kafka_local
+
+    settings = _settings(args)
+    if args.action == "start":
+        kafka_local.start(settings)
+    elif args.action == "stop":
+        kafka_local.stop(settings)
+    else:
+        status = kafka_local.status(settings)
+        print(status)
+        return 0 if status.ready else 3
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from detector.app import topic_specs
+    from detector.topics import ensure_topics
+
+    settings = _settings(args)
+    created = ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    for spec in topic_specs(settings):
+        print(f"{spec.name}: {spec.partitions} partitions"
+              f"{' (created)' if spec.name in created else ''}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from detector.worker import run_worker
+
+    run_worker(_settings(args))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from detector import simulate
+
+    config = simulate.SimConfig(accounts=args.accounts, days=args.days, seed=args.seed,
+                                attacks_per_scenario=args.attacks_per_scenario)
+    events = simulate.generate(config)
+    if args.out:
+        n = simulate.write_jsonl(events, Path(args.out))
+        labels: dict[str, int] = {}
+        for e in events:
+            label = e["metadata"]["label"]
+            labels[label] = labels.get(label, 0) + 1
+        print(f"wrote {n} withdrawals to {args.out}: {json.dumps(labels, sort_keys=True)}")
+        return 0
+    settings = _settings(args)
+    sent = simulate.stream_to_kafka(events, bootstrap_servers=settings.bootstrap_servers,
+                                    topic=args.topic or settings.topic_withdrawals,
+                                    rate=args.rate, duration=args.duration)
+    print(f"sent {sent} withdrawals to {args.topic or settings.topic_withdrawals}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from detector.training import train
+
+    result = train(Path(args.events), Path(args.out), delay_rate=args.delay_rate,
+                   refuse_rate=args.refuse_rate, n_estimators=args.trees,
+                   max_samples=args.max_samples, seed=args.seed, plots=not args.no_plots)
+    report = result.report
+    print(f"model {report['model_version']} trained on {report['events']} withdrawals "
+          f"-> {args.out}")
+    print(f"thresholds: delay >= {report['thresholds']['delay_threshold']:.4f}, "
+          f"refuse >= {report['thresholds']['refuse_threshold']:.4f}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from detector.dataset import load_events
+    from detector.model import Model
+    from detector.replay import quality_report, replay, write_verdicts
+
+    settings = Settings.from_env()
+    model = Model.load(Path(args.model))
+    events = load_events(Path(args.events))
+    result = replay(events, model, hold_seconds=settings.hold_seconds)
+    if args.out:
+        write_verdicts(result.verdicts, Path(args.out))
+    report = quality_report(result.verdicts, result.labels)
+    report["model_version"] = model.version
+    report["events_per_second"] = round(result.events_per_second)
+    if args.report:
+        path = Path(args.report)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        if "attack_recall" in report and not args.no_plots:
+            from detector.plots import save_precision_recall_png
+
+            save_precision_recall_png(result.scores, result.labels, model.policy,
+                                      path.with_name(path.stem + "_pr.png"))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detector.evaluation import run_evaluation
+
+    run_evaluation(Path(args.out), Path(args.work_dir), accounts=args.accounts, days=args.days)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from detector.demo import run_demo
+
+    return run_demo(Settings.from_env(), duration=args.duration, rate=args.rate,
+                    accounts=args.accounts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("kafka", help="run a local single-node Kafka (KRaft) from Maven jars")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("topics", help="create the worker's topics (explicit partitions)")
+    p.add_argument("--bootstrap-servers")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("worker", help="run the Faust worker")
+    p.add_argument("--bootstrap-servers")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("simulate", help="synthetic withdrawals with labelled attacks")
+    p.add_argument("--out", help="write JSONL here (else stream to Kafka)")
+    p.add_argument("--accounts", type=int, default=500)
+    p.add_argument("--days", type=float, default=14.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--attacks-per-scenario", type=int, default=8)
+    p.add_argument("--bootstrap-servers")
+    p.add_argument("--topic")
+    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="fit and calibrate a model on a JSONL history")
+    p.add_argument("--events", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--delay-rate", type=float, default=0.01)
+    p.add_argument("--refuse-rate", type=float, default=0.001)
+    p.add_argument("--trees", type=int, default=200)
+    p.add_argument("--max-samples", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("replay", help="the worker's decisions over a JSONL file, no Kafka")
+    p.add_argument("--events", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out")
+    p.add_argument("--report")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("evaluate", help="regenerate docs/evaluation.md (model vs baselines)")
+    p.add_argument("--out", default="docs/evaluation.md")
+    p.add_argument("--work-dir", default=".detector/evaluation")
+    p.add_argument("--accounts", type=int, default=1000)
+    p.add_argument("--days", type=float, default=21.0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="end to end on a local Kafka: worker + traffic + summary")
+    p.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
+    p.add_argument("--rate", type=float, default=1000.0, help="withdrawals per second")
+    p.add_argument("--accounts", type=int, default=400)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DetectorError as exc:
+        print(f"detector {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"detector {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""One frozen, typed settings object; every environment variable is read here.
+
+All variables carry the ``DETECTOR_`` prefix except ``KAFKA_BOOTSTRAP_SERVERS``, the
+conventional name shared with other Kafka tools. The README's settings table lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from detector.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "settings_table"]
+
+ENV_PREFIX = "DETECTOR_"
+_T = TypeVar("_T")
+
+
+def _env(name: str, help_: str, *, env: str | None = None) -> dict[str, Any]:
+    """Field metadata: the environment variable name and its one-line description."""
+    return {"env": env or ENV_PREFIX + name.upper(), "help": help_}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the detector. Build with :meth:`from_env` or directly in tests."""
+
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092",
+        metadata=_env("", "Kafka bootstrap servers (host:port[,host:port])",
+                      env="KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    app_id: str = field(
+        default="withdrawal-detector",
+        metadata=_env("app_id", "Faust app id: consumer group and changelog topic prefix"),
+    )
+    topic_withdrawals: str = field(
+        default="withdrawals", metadata=_env("topic_withdrawals", "input topic (raw JSON)")
+    )
+    topic_decisions: str = field(
+        default="decisions", metadata=_env("topic_decisions", "verdict topic")
+    )
+    topic_dlq: str = field(
+        default="withdrawals-dlq", metadata=_env("topic_dlq", "dead-letter topic")
+    )
+    partitions: int = field(
+        default=4,
+        metadata=_env("partitions", "partition count of every topic the worker creates"),
+    )
+    replication_factor: int = field(
+        default=1, metadata=_env("replication_factor", "replication factor of created topics")
+    )
+    model_dir: Path = field(
+        default=Path("models/current"),
+        metadata=_env("model_dir", "directory of the verified model artifact to serve"),
+    )
+    data_dir: Path = field(
+        default=Path(".detector"),
+        metadata=_env("data_dir", "local state: Kafka data, Faust data dir, logs"),
+    )
+    batch_max: int = field(
+        default=500, metadata=_env("batch_max", "largest micro-batch the scorer takes")
+    )
+    batch_within_ms: float = field(
+        default=2.0,
+        metadata=_env("batch_within_ms", "longest wait for a micro-batch to fill (ms)"),
+    )
+    web_port: int = field(
+        default=6066,
+        metadata=_env("web_port", "HTTP port of /metrics, /healthz and /readyz"),
+    )
+    web_host: str = field(
+        default="127.0.0.1", metadata=_env("web_host", "HTTP bind address")
+    )
+    stuck_after_s: float = field(
+        default=60.0,
+        metadata=_env("stuck_after_s",
+                      "/healthz fails after this many seconds of lag without progress"),
+    )
+    hold_seconds: int = field(
+        default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")
+    )
+    kafka_port: int = field(
+        default=9092, metadata=_env("kafka_port", "port of the local broker (detector kafka)")
+    )
+    kafka_controller_port: int = field(
+        default=9093, metadata=_env("kafka_controller_port", "KRaft controller port, local broker")
+    )
+    kafka_heap: str = field(
+        default="768m", metadata=_env("kafka_heap", "JVM heap of the local broker")
+    )
+    log_level: str = field(default="info", metadata=_env("log_level", "worker log level"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``); bad values raise."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.metadata["env"], raw, _type_of(f))
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
+        if self.replication_factor < 1:
+            raise ConfigError("replication_factor must be >= 1")
+        if self.batch_max < 1:
+            raise ConfigError("batch_max must be >= 1")
+        if self.batch_within_ms <= 0:
+            raise ConfigError("batch_within_ms must be > 0")
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is empty")
+
+    # Names derived from the settings, in one place.
+    @property
+    def topic_by_destination(self) -> str:
+        """Internal repartition topic: validated events keyed by destination (fan-in)."""
+        return f"{self.app_id}-withdrawals-by-destination"
+
+    def changelog_topic(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{h.strip()}" for h in self.bootstrap_servers.split(","))
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
+
+
+def _type_of(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    return {"int": int, "float": float, "Path": Path, "str": str}[str(f.type)]
+
+
+def _convert(name: str, env: str, raw: str, conv: Callable[[str], _T]) -> _T:
+    try:
+        return conv(raw.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{env}={raw!r} is not a valid {name}: {exc}") from exc
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the dataclass (kept in sync by a test)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        rows.append(f"| `{f.metadata['env']}` | `{f.default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,361 @@
+"""Per-account and per-destination features on event time: one code path for worker and replay.
+
+The worker runs :func:`account_step` in the agent that owns the account's partition, then
+repartitions by destination (through Kafka) and runs :func:`destination_step` there; the
+offline tools (``train``, ``replay``) call the same two functions in event-time order.
+
+State is a plain JSON-able ``dict`` (it lives in a changelog-backed Faust table), bounded
+per key: at most :data:`MAX_RECENT` recent events, :data:`MAX_AMOUNTS` past amounts,
+:data:`MAX_KNOWN_DESTINATIONS` destinations per account and :data:`MAX_FAN_IN_ACCOUNTS`
+accounts per destination.
+
+Every feature is *one-sided*: an isolation forest isolates both tails, but a withdrawal is
+risky only when it is *more* than usual (bigger, faster, newer), so each feature is floored
+at the "ordinary" end and a tiny, slow withdrawal sits in the dense mass.
+
+Late and out-of-order events (``requested_at`` older than the newest event already seen for
+the key): windows are evaluated as of the late event's own time, over (t - W, t], using the
+history the state still holds; history older than the account's newest event minus
+:data:`RETENTION_S` has been dropped, so a very late event sees less of its window. The late
+event is inserted in time order and counts for later events' windows. Fan-in counts accounts
+whose latest payment to the destination lies in (t - W, +inf).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from detector.events import Withdrawal
+
+__all__ = [
+    "FEATURE_NAMES",
+    "FEATURE_SCHEMA",
+    "REASONS",
+    "STRUCTURING_LIMIT_USD",
+    "AccountFeatures",
+    "DestinationFeatures",
+    "Reason",
+    "account_step",
+    "destination_step",
+    "feature_vector",
+    "reason_detail",
+]
+
+FEATURE_SCHEMA = "features-v1"  # bump when names, order or meaning change (models pin it)
+
+# Windows (seconds) and retention: the longest window, so state stays bounded in time.
+W_10M = 600.0
+W_1H = 3600.0
+W_2H = 7200.0
+W_24H = 86400.0
+RETENTION_S = W_24H
+DAY_S = 86400.0
+# Size bounds per key (entries): a market-maker account at one withdrawal every 3 minutes
+# still fits 24 h in MAX_RECENT; past it, the oldest entries go first.
+MAX_RECENT = 512
+MAX_AMOUNTS = 32  # median/MAD over the account's last 32 withdrawals
+MAX_KNOWN_DESTINATIONS = 64
+MAX_FAN_IN_ACCOUNTS = 256
+
+# Cold-start prior: a typical retail withdrawal (~$300) with a wide spread (natural-log
+# units), worth PRIOR_WEIGHT withdrawals of the account's own history. An account's own
+# numbers take over as its history grows.
+PRIOR_LOG_MEDIAN = math.log(300.0)
+PRIOR_LOG_SPREAD = 1.5
+PRIOR_WEIGHT = 5.0
+PRIOR_GAP_S = 2 * DAY_S  # a typical account withdraws every couple of days
+MIN_LOG_SPREAD = 0.35  # spread floor, ln units: amounts within ~1.4x are "the same"
+MAD_TO_SIGMA = 1.4826
+# Amounts below this are all "ordinary size" (USD): the large_amount feature is one-sided.
+LARGE_AMOUNT_FLOOR_USD = 1_000.0
+# Structuring: withdrawals in [STRUCTURING_BAND * limit, limit) count as "just under".
+STRUCTURING_LIMIT_USD = 10_000.0
+STRUCTURING_BAND = 0.9
+MIN_GAP_S = 1.0  # gaps below a second are the same as one second
+AMOUNT_Z_CAP = 12.0
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "large_amount",  # log10(max(usd, floor)): absolute size, big only
+    "amount_vs_history",  # robust z of ln(amount) vs the account's median/MAD, >= 0
+    "velocity_10m",  # log2(withdrawals in 10 min, incl. this one)
+    "velocity_1h",  # log2(withdrawals in 1 h)
+    "velocity_24h",  # log2(24 h count / usual daily count), >= 0
+    "daily_volume",  # log10(24 h USD / usual daily USD), >= 0
+    "rapid_succession",  # log10(usual gap / gap since previous), >= 0
+    "dormant_account",  # log10(gap since previous / usual gap), >= 0
+    "new_destination",  # 1 if the account never paid this destination before
+    "destination_spread",  # log2(distinct destinations in 24 h)
+    "structuring",  # log2(1 + withdrawals just under the limit in 24 h)
+    "fan_in",  # log2(distinct accounts paying this destination in 24 h)
+    "fan_in_new",  # log2(1 + accounts paying it for the first time in 2 h)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str
+    detail: str
+
+
+# Stable reason code of each feature (the verdict contract's `reasons[].code`).
+REASONS: dict[str, str] = {
+    "large_amount": "large_amount",
+    "amount_vs_history": "amount_vs_history",
+    "velocity_10m": "velocity_10m",
+    "velocity_1h": "velocity_1h",
+    "velocity_24h": "velocity_24h",
+    "daily_volume": "daily_volume",
+    "rapid_succession": "rapid_succession",
+    "dormant_account": "dormant_account",
+    "new_destination": "new_destination",
+    "destination_spread": "destination_spread",
+    "structuring": "structuring",
+    "fan_in": "fan_in",
+    "fan_in_new": "fan_in_new",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFeatures:
+    """What the account's own history says about one withdrawal (raw numbers for reasons)."""
+
+    usd: float
+    history_n: int
+    median_usd: float
+    amount_z: float
+    count_10m: int
+    count_1h: int
+    count_24h: int
+    usual_daily_count: float
+    sum_24h: float
+    usual_daily_usd: float
+    gap_s: float | None
+    usual_gap_s: float
+    new_destination: bool
+    distinct_destinations_24h: int
+    near_limit_24h: int
+
+    def to_json(self) -> list[Any]:
+        return [getattr(self, name) for name in self.__slots__]
+
+    @classmethod
+    def from_json(cls, values: list[Any]) -> AccountFeatures:
+        return cls(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationFeatures:
+    fan_in_24h: int
+    fan_in_new_2h: int
+
+
+def destination_key(destination: str) -> str:
+    """Short stable digest of an address: bounds state size whatever the address length."""
+    return hashlib.blake2b(destination.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def new_account_state() -> dict[str, Any]:
+    return {"ts": [], "usd": [], "dst": [], "la": [], "known": {}, "n": 0, "sum": 0.0,
+            "first": None, "last": None}
+
+
+def account_step(state: dict[str, Any] | None, event: Withdrawal
+                 ) -> tuple[dict[str, Any], AccountFeatures]:
+    """Features of ``event`` against the account's history, and the updated state.
+
+    ``state`` is not modified; a new dict is returned (a table write must see a new value).
+    """
+    st = new_account_state() if state is None else state
+    t = event.requested_at
+    usd = event.value
+    ts: list[float] = list(st["ts"])
+    amounts: list[float] = list(st["usd"])
+    dsts: list[str] = list(st["dst"])
+    dkey = destination_key(event.destination)
+    n: int = st["n"]
+
+    # Window queries over (t - W, t] from history (events strictly after t are excluded).
+    hi = bisect.bisect_right(ts, t)
+    lo_10m = bisect.bisect_right(ts, t - W_10M, 0, hi)
+    lo_1h = bisect.bisect_right(ts, t - W_1H, 0, hi)
+    lo_24h = bisect.bisect_right(ts, t - W_24H, 0, hi)
+    count_10m = hi - lo_10m + 1
+    count_1h = hi - lo_1h + 1
+    count_24h = hi - lo_24h + 1
+    window_usd = amounts[lo_24h:hi]
+    sum_24h = math.fsum(window_usd) + usd
+    low = STRUCTURING_BAND * STRUCTURING_LIMIT_USD
+    near_limit_24h = sum(1 for a in window_usd if low <= a < STRUCTURING_LIMIT_USD) + (
+        1 if low <= usd < STRUCTURING_LIMIT_USD else 0)
+    distinct_24h = len(set(dsts[lo_24h:hi]) | {dkey})
+
+    # Amount against the account's own history: median/MAD on ln scale, shrunk to a prior.
+    logs: list[float] = st["la"]
+    weight = len(logs) / (len(logs) + PRIOR_WEIGHT)
+    if logs:
+        ordered = sorted(logs)
+        med_own = _median_sorted(ordered)
+        mad = _median_sorted(sorted(abs(x - med_own) for x in ordered))
+        spread_own = max(MAD_TO_SIGMA * mad, MIN_LOG_SPREAD)
+    else:
+        med_own, spread_own = PRIOR_LOG_MEDIAN, PRIOR_LOG_SPREAD
+    med = weight * med_own + (1 - weight) * PRIOR_LOG_MEDIAN
+    spread = weight * spread_own + (1 - weight) * PRIOR_LOG_SPREAD
+    log_usd = math.log(max(usd, 1e-9))
+    amount_z = min(max(0.0, (log_usd - med) / spread), AMOUNT_Z_CAP)
+
+    # Rates: the account's active period (first .. previous newest event) sets its habits.
+    first: float | None = st["first"]
+    last: float | None = st["last"]
+    if n >= 2 and first is not None and last is not None and last > first:
+        usual_gap = (last - first) / (n - 1)
+        gap_weight = (n - 1) / (n - 1 + PRIOR_WEIGHT)
+        usual_gap = math.exp(gap_weight * math.log(max(usual_gap, MIN_GAP_S))
+                             + (1 - gap_weight) * math.log(PRIOR_GAP_S))
+    else:
+        usual_gap = PRIOR_GAP_S
+    usual_daily_count = DAY_S / usual_gap
+    typical_usd = math.exp(med)
+    usual_daily_usd = usual_daily_count * typical_usd
+    prev = ts[hi - 1] if hi > 0 else (last if last is not None and last <= t else None)
+    gap = None if prev is None else t - prev
+
+    known: dict[str, float] = dict(st["known"])
+    new_destination = dkey not in known
+
+    feats = AccountFeatures(
+        usd=usd, history_n=n, median_usd=typical_usd, amount_z=amount_z,
+        count_10m=count_10m, count_1h=count_1h, count_24h=count_24h,
+        usual_daily_count=usual_daily_count, sum_24h=sum_24h, usual_daily_usd=usual_daily_usd,
+        gap_s=gap, usual_gap_s=usual_gap, new_destination=new_destination,
+        distinct_destinations_24h=distinct_24h, near_limit_24h=near_limit_24h,
+    )
+
+    # Update: insert in time order, drop what left retention, keep every list bounded.
+    ts.insert(hi, t)
+    amounts.insert(hi, usd)
+    dsts.insert(hi, dkey)
+    newest = ts[-1]
+    cut = bisect.bisect_right(ts, newest - RETENTION_S)
+    cut = max(cut, len(ts) - MAX_RECENT)
+    if cut > 0:
+        del ts[:cut], amounts[:cut], dsts[:cut]
+    la = [*logs, log_usd][-MAX_AMOUNTS:]
+    known[dkey] = max(t, known.get(dkey, t))
+    if len(known) > MAX_KNOWN_DESTINATIONS:
+        oldest = min(known, key=known.__getitem__)
+        del known[oldest]
+    new_state = {
+        "ts": ts, "usd": amounts, "dst": dsts, "la": la, "known": known, "n": n + 1,
+        "sum": st["sum"] + usd,
+        "first": t if first is None else min(first, t),
+        "last": t if last is None else max(last, t),
+    }
+    return new_state, feats
+
+
+def destination_step(state: dict[str, Any] | None, event: Withdrawal, *, new_for_account: bool
+                     ) -> tuple[dict[str, Any], DestinationFeatures]:
+    """Cross-account fan-in of ``event.destination``; the state is keyed by destination."""
+    accounts: dict[str, list[float]] = {} if state is None else dict(state["a"])
+    t = event.requested_at
+    akey = destination_key(event.account_id)  # same digest: bounded keys
+    previous = accounts.get(akey)
+    seen = [t, t if new_for_account else (previous[1] if previous else 0.0)]
+    if previous is not None:
+        seen = [max(previous[0], t), max(previous[1], seen[1])]
+    accounts[akey] = seen
+    since_24h = t - W_24H
+    since_2h = t - W_2H
+    fan_in = sum(1 for last, _ in accounts.values() if last > since_24h)
+    fan_in_new = sum(1 for _, new in accounts.values() if new > since_2h)
+    # Bound: forget accounts that left the window, then the least recent ones.
+    if len(accounts) > MAX_FAN_IN_ACCOUNTS:
+        accounts = {k: v for k, v in accounts.items() if v[0] > since_24h}
+        if len(accounts) > MAX_FAN_IN_ACCOUNTS:
+            keep = sorted(accounts, key=lambda k: accounts[k][0])[-MAX_FAN_IN_ACCOUNTS:]
+            accounts = {k: accounts[k] for k in keep}
+    return {"a": accounts}, DestinationFeatures(fan_in, fan_in_new)
+
+
+def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float]:
+    """The model's input row, in :data:`FEATURE_NAMES` order."""
+    gap = acc.gap_s
+    if gap is None:
+        rapid = dormant = 0.0
+    else:
+        ratio = acc.usual_gap_s / max(gap, MIN_GAP_S)
+        rapid = max(0.0, math.log10(ratio))
+        dormant = max(0.0, -math.log10(ratio))
+    return [
+        math.log10(max(acc.usd, LARGE_AMOUNT_FLOOR_USD)),
+        acc.amount_z,
+        math.log2(acc.count_10m),
+        math.log2(acc.count_1h),
+        max(0.0, math.log2(acc.count_24h / max(acc.usual_daily_count, 1.0))),
+        max(0.0, math.log10(acc.sum_24h / max(acc.usual_daily_usd, 1e-9))),
+        rapid,
+        dormant,
+        1.0 if acc.new_destination else 0.0,
+        math.log2(acc.distinct_destinations_24h),
+        math.log2(1 + acc.near_limit_24h),
+        math.log2(max(dst.fan_in_24h, 1)),
+        math.log2(1 + dst.fan_in_new_2h),
+    ]
+
+
+def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) -> Reason:
+    """A human sentence for a contributing feature, from the raw numbers behind it."""
+    code = REASONS[feature]
+    if feature == "large_amount":
+        text = f"amount ${acc.usd:,.0f} is large"
+    elif feature == "amount_vs_history":
+        text = (f"amount {acc.usd / max(acc.median_usd, 1e-9):,.0f}x the account's median "
+                f"(${acc.usd:,.0f} vs ${acc.median_usd:,.0f} over {acc.history_n} withdrawals)")
+    elif feature == "velocity_10m":
+        text = f"{acc.count_10m} withdrawals in the last 10 minutes"
+    elif feature == "velocity_1h":
+        text = f"{acc.count_1h} withdrawals in the last hour"
+    elif feature == "velocity_24h":
+        text = (f"{acc.count_24h} withdrawals in 24 h, usual {acc.usual_daily_count:.1f} per day")
+    elif feature == "daily_volume":
+        text = (f"${acc.sum_24h:,.0f} withdrawn in 24 h, "
+                f"{acc.sum_24h / max(acc.usual_daily_usd, 1e-9):,.1f}x the usual daily "
+                f"${acc.usual_daily_usd:,.0f}")
+    elif feature == "rapid_succession":
+        text = (f"{_duration(acc.gap_s or 0.0)} since the previous withdrawal, usual gap "
+                f"{_duration(acc.usual_gap_s)}")
+    elif feature == "dormant_account":
+        text = (f"first withdrawal in {_duration(acc.gap_s or 0.0)}, usual gap "
+                f"{_duration(acc.usual_gap_s)}")
+    elif feature == "new_destination":
+        text = f"destination never used by this account (history {acc.history_n} withdrawals)"
+    elif feature == "destination_spread":
+        text = f"{acc.distinct_destinations_24h} distinct destinations in 24 h"
+    elif feature == "structuring":
+        text = (f"{acc.near_limit_24h} withdrawals in 24 h just under the "
+                f"${STRUCTURING_LIMIT_USD:,.0f} limit")
+    elif feature == "fan_in":
+        text = f"{dst.fan_in_24h} distinct accounts paid this destination in 24 h"
+    else:
+        text = f"{dst.fan_in_new_2h} accounts paid this destination for the first time in 2 h"
+    return Reason(code, text)
+
+
+def _median_sorted(values: list[float]) -> float:
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY_S:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY_S:.1f} days"
