@@ -21,11 +21,13 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
@@ -101,7 +103,7 @@ class _Sensor(faust.Sensor):  # type: ignore[misc]
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
         topic = getattr(state, "topic", None) if state is not None else None
-        self._metrics.kafka_send_errors.labels(topic=str(topic or "unknown")).inc()
+        self._metrics.observe_send_error(str(topic or "unknown"))
 
 
 def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry | None = None,
@@ -169,8 +171,8 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
             for event in batch:
                 # Table writes go to the changelog partition of the *current* event:
                 # make each event current while its own key is written (traps).
-                stream._set_current_event(event)
-                metrics.withdrawals_consumed.inc()
+                _make_current(event)
+                metrics.observe_consumed()
                 try:
                     withdrawal = parse_withdrawal(event.value or b"", key=event.key)
                 except InvalidEvent as exc:
@@ -182,10 +184,10 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
                                      separators=(",", ":")).encode()
                 pending.append(await by_destination.send(
                     key=withdrawal.destination.encode(), value=payload))
-            stream._set_current_event(None)
+            _make_current(None)
             await _delivered(pending, metrics, settings.topic_by_destination)
             health.record_progress(len(batch))
-            metrics.event_processing.observe((time.perf_counter() - started) / len(batch))
+            metrics.observe_event((time.perf_counter() - started) / max(1, len(batch)))
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
@@ -193,7 +195,7 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
             started = time.perf_counter()
             items: list[Pending] = []
             for event in batch:
-                stream._set_current_event(event)
+                _make_current(event)
                 try:
                     item = _destination_item(event.value, destinations)
                 except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
@@ -203,7 +205,7 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
                     await _delivered([await send_dlq(event, err)], metrics, settings.topic_dlq)
                     continue
                 items.append(item)
-            stream._set_current_event(None)
+            _make_current(None)
             verdicts = decider_holder[0].decide(items, now=clock())
             sent = []
             for item, verdict in zip(items, verdicts, strict=True):
@@ -228,9 +230,11 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
         table[withdrawal.destination] = state
         return Pending(withdrawal, acc, dst, feature_vector(acc, dst))
 
+    sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
+
     @app.timer(interval=_GAUGE_INTERVAL_S)
     async def refresh_gauges() -> None:
-        _refresh_gauges(app, metrics, health, (accounts,))
+        _refresh_gauges(app, metrics, health, sources, accounts)
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -245,15 +249,18 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
         return _respond(web, "/readyz", registry, health)
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(app_: Any, *, assigned: Any, **_: Any) -> None:
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         health.set_partitions_assigned(bool(assigned))
-
-    @app.on_rebalance_complete.connect
-    async def on_rebalanced(sender: Any, **_: Any) -> None:
-        health.set_tables_recovered(True)
 
     return DetectorApp(app, settings, metrics, registry, health, accounts, destinations,
                        accounts_agent, decide_agent, model_holder)
+
+
+def _make_current(event: Any) -> None:
+    """Set the context's current event, which Faust tables read to pick the changelog
+    partition. Only the context variable: the stream's own ``current_event`` attribute
+    belongs to ``take_events``' buffer filler and must not be touched."""
+    _current_event.set(None if event is None else weakref.ref(event))
 
 
 async def _delivered(futures: Sequence[Any], metrics: DetectorMetrics, topic: str) -> None:
@@ -263,18 +270,21 @@ async def _delivered(futures: Sequence[Any], metrics: DetectorMetrics, topic: st
     results = await asyncio.gather(*futures, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
-        metrics.kafka_send_errors.labels(topic=topic).inc(len(errors))
+        for _ in errors:
+            metrics.observe_send_error(topic)
         # Raising crashes the agent before its events are acked: they are redelivered.
         raise errors[0]
 
 
 def _respond(web: Any, path: str, registry: CollectorRegistry, health: Health) -> Any:
     status, body, content_type = http_response(path, registry, health)
-    return web.bytes(body, content_type=content_type, status=status)
+    # aiohttp refuses a charset inside content_type=; a raw header carries it unchanged.
+    return web.bytes(body, status=status, headers={"Content-Type": content_type})
 
 
 def _refresh_gauges(app: faust.App, metrics: DetectorMetrics, health: Health,
-                    tables: Sequence[Any]) -> None:
+                    sources: frozenset[str], accounts: Any) -> None:
+    """Lag of the source topics (changelogs are not consumed by the group), state size."""
     consumer = app.consumer
     total = 0
     try:
@@ -282,6 +292,8 @@ def _refresh_gauges(app: faust.App, metrics: DetectorMetrics, health: Health,
     except Exception:  # consumer not started yet
         return
     for tp in assignment:
+        if tp.topic not in sources:
+            continue
         try:
             highwater = consumer.highwater(tp)
         except Exception:
@@ -294,4 +306,6 @@ def _refresh_gauges(app: faust.App, metrics: DetectorMetrics, health: Health,
         metrics.set_lag(tp.topic, tp.partition, lag)
         total += lag
     health.set_lag(total)
-    metrics.accounts_in_state.set(sum(len(t) for t in tables))
+    recovery = app.tables.recovery
+    health.set_tables_recovered(recovery.completed.is_set() and not recovery.in_recovery)
+    metrics.accounts_in_state.set(len(accounts))

@@ -313,6 +313,9 @@ def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) 
     code = REASONS[feature]
     if feature == "large_amount":
         text = f"amount ${acc.usd:,.0f} is large"
+    elif feature == "amount_vs_history" and acc.history_n == 0:
+        text = (f"first withdrawal of the account is ${acc.usd:,.0f}, "
+                f"{acc.usd / max(acc.median_usd, 1e-9):,.0f}x a typical ${acc.median_usd:,.0f}")
     elif feature == "amount_vs_history":
         text = (f"amount {acc.usd / max(acc.median_usd, 1e-9):,.0f}x the account's median "
                 f"(${acc.usd:,.0f} vs ${acc.median_usd:,.0f} over {acc.history_n} withdrawals)")

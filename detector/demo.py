@@ -1,0 +1,349 @@
+"""``detector demo``: the whole path on a real broker, with a live summary, then clean up.
+
+Starts the local Kafka (unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), trains a model if none
+exists, starts a worker process on per-run topics, streams synthetic traffic with labelled
+attacks plus a few malformed records, prints progress every second and a final summary,
+and stops everything it started (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector import kafka_local, simulate
+from detector.app import topic_specs
+from detector.config import Settings
+from detector.errors import DetectorError
+from detector.topics import delete_topics, ensure_topics
+
+__all__ = ["run_demo"]
+
+# Malformed records mixed into the stream to show the dead-letter path (count).
+_INVALID_RECORDS = 12
+# How long the demo waits for the worker to become ready / for the last verdicts (s).
+_READY_TIMEOUT_S = 90.0
+_DRAIN_TIMEOUT_S = 60.0
+_WORKER_STOP_TIMEOUT_S = 20.0
+# Training set used when no model exists yet (accounts, days).
+_TRAIN_ACCOUNTS, _TRAIN_DAYS = 400, 14.0
+
+
+@dataclass
+class _Tally:
+    """What the demo's consumer saw; shared between threads under ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    dlq: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    sent: int = 0
+
+
+class _RecordingProducer:
+    """Wraps the real producer: remembers when each withdrawal was handed to Kafka."""
+
+    def __init__(self, inner: Any, tally: _Tally) -> None:
+        self._inner = inner
+        self._tally = tally
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        doc = json.loads(value or b"{}")
+        with self._tally.lock:
+            self._tally.sent_at[doc["withdrawal_id"]] = time.monotonic()
+            self._tally.labels[doc["withdrawal_id"]] = doc.get("metadata", {}).get("label", "")
+            self._tally.sent += 1
+        return self._inner.send(topic, value=value, key=key)
+
+    def flush(self, timeout: float | None = None) -> Any:
+        return self._inner.flush(timeout=timeout)
+
+
+def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    demo = replace(
+        settings,
+        app_id=f"detector-demo-{run_id}",
+        topic_withdrawals=f"demo-{run_id}-withdrawals",
+        topic_decisions=f"demo-{run_id}-decisions",
+        topic_dlq=f"demo-{run_id}-withdrawals-dlq",
+        web_port=_free_port(settings.web_host, settings.web_port),
+    )
+    started_kafka = False
+    worker: subprocess.Popen[bytes] | None = None
+    topics_made = False
+    stop = threading.Event()
+    try:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
+            started_kafka = kafka_local.start(demo)
+        else:
+            _say(f"[1/5] using Kafka at {demo.bootstrap_servers}")
+            kafka_local.wait_ready(demo.bootstrap_servers, 30.0)
+        _ensure_model(demo)
+        _say(f"[3/5] creating topics for run {run_id} ({demo.partitions} partitions each)")
+        ensure_topics(demo.bootstrap_servers, topic_specs(demo))
+        topics_made = True
+        worker = _start_worker(demo)
+        tally = _Tally()
+        consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
+        consumer.start()
+        events = simulate.generate(simulate.SimConfig(
+            accounts=accounts, days=max(2.0, duration * rate / max(accounts, 1) / 0.9),
+            seed=int(run_id, 16) % 10_000))
+        events = events[: int(duration * rate)]
+        _say(f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
+             f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops")
+        sender = threading.Thread(target=_send, args=(demo, events, rate, tally), daemon=True)
+        sender.start()
+        _watch(tally, sender, len(events), stop)
+        _summary(tally)
+        return 0
+    except KeyboardInterrupt:
+        _say("\ninterrupted: cleaning up")
+        return 130
+    finally:
+        stop.set()
+        if worker is not None:
+            _stop_worker(worker)
+        if topics_made:
+            with contextlib.suppress(Exception):
+                delete_topics(demo.bootstrap_servers, [s.name for s in topic_specs(demo)])
+        if started_kafka:
+            kafka_local.stop(demo)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _free_port(host: str, preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise DetectorError("no free TCP port for the worker's web server")
+
+
+def _ensure_model(settings: Settings) -> None:
+    if (settings.model_dir / "model.json").exists():
+        _say(f"[2/5] model: {settings.model_dir}")
+        return
+    from detector.training import train
+
+    path = settings.data_dir / "demo-training.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _say(f"[2/5] no model in {settings.model_dir}: simulating {_TRAIN_ACCOUNTS} accounts x "
+         f"{_TRAIN_DAYS:.0f} days of history and training one")
+    simulate.write_jsonl(simulate.generate(simulate.SimConfig(
+        accounts=_TRAIN_ACCOUNTS, days=_TRAIN_DAYS, seed=1)), path)
+    result = train(path, settings.model_dir)
+    _say(f"      trained {result.model.version} on {result.report['events']} withdrawals")
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    log_path = settings.data_dir / f"{settings.app_id}.log"
+    env = {**os.environ,
+           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "DETECTOR_APP_ID": settings.app_id,
+           "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
+           "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
+           "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
+           "DETECTOR_WEB_PORT": str(settings.web_port),
+           "DETECTOR_MODEL_DIR": str(settings.model_dir),
+           "DETECTOR_DATA_DIR": str(settings.data_dir),
+           "DETECTOR_LOG_LEVEL": "warning"}
+    _say(f"[4/5] starting worker (log: {log_path}, metrics: "
+         f"http://{settings.web_host}:{settings.web_port}/metrics)")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "detector", "worker"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DetectorError(f"worker exited with {proc.returncode}:\n"
+                                + _tail(log_path))
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    _say(f"      worker ready in {_READY_TIMEOUT_S - (deadline - time.monotonic()):.1f} s")
+                    return proc
+        time.sleep(0.3)
+    proc.terminate()
+    raise DetectorError(f"worker not ready after {_READY_TIMEOUT_S:.0f} s:\n" + _tail(log_path))
+
+
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(_WORKER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+_MALFORMED = (
+    b"{not json",
+    b'{"withdrawal_id": "x"}',
+    b'{"withdrawal_id": "b", "account_id": "demo", "asset": "BTC", "amount": "-1", '
+    b'"destination": "d", "requested_at": "2026-11-24T10:00:00Z"}',
+)
+
+
+def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: _Tally) -> None:
+    """Valid traffic through the simulator's paced streamer; malformed records beside it."""
+    from kafka import KafkaProducer
+
+    inner = KafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", linger_ms=2)
+    done = threading.Event()
+    span_s = len(events) / rate
+
+    def send_malformed() -> None:
+        for i in range(_INVALID_RECORDS):
+            if done.wait(span_s / (_INVALID_RECORDS + 1)):
+                return
+            inner.send(settings.topic_withdrawals, value=_MALFORMED[i % len(_MALFORMED)],
+                       key=b"demo")
+
+    side = threading.Thread(target=send_malformed, daemon=True)
+    side.start()
+    try:
+        simulate.stream_to_kafka(events, bootstrap_servers=settings.bootstrap_servers,
+                                 topic=settings.topic_withdrawals, rate=rate,
+                                 shift_to_now=False, producer=_RecordingProducer(inner, tally))
+    finally:
+        done.set()
+        side.join()
+        inner.flush()
+        inner.close()
+
+
+def _consume(settings: Settings, tally: _Tally, stop: threading.Event) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topic_decisions, settings.topic_dlq,
+                             bootstrap_servers=settings.bootstrap_list,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=200)
+    try:
+        while not stop.is_set():
+            for record in consumer:
+                now = time.monotonic()
+                if record.topic == settings.topic_dlq:
+                    headers = dict(record.headers or [])
+                    with tally.lock:
+                        tally.dlq.append((headers.get("dlq.code", b"?").decode(),
+                                          headers.get("dlq.reason", b"?").decode()))
+                    continue
+                verdict = json.loads(record.value)
+                wid = verdict["withdrawal_id"]
+                with tally.lock:
+                    if wid in tally.verdicts:
+                        tally.duplicates += 1
+                        continue
+                    tally.verdicts[wid] = verdict
+                    sent = tally.sent_at.get(wid)
+                    if sent is not None:
+                        tally.latencies.append(now - sent)
+                if stop.is_set():
+                    break
+    finally:
+        consumer.close()
+
+
+def _watch(tally: _Tally, sender: threading.Thread, total: int, stop: threading.Event) -> None:
+    began = time.monotonic()
+    drain_deadline: float | None = None
+    while True:
+        time.sleep(1.0)
+        with tally.lock:
+            done = len(tally.verdicts)
+            line = _progress(tally, time.monotonic() - began)
+        _say(line)
+        if not sender.is_alive():
+            drain_deadline = drain_deadline or time.monotonic() + _DRAIN_TIMEOUT_S
+            if done >= total or time.monotonic() > drain_deadline:
+                return
+
+
+def _progress(tally: _Tally, elapsed: float) -> str:
+    kinds = Counter(v["verdict"] for v in tally.verdicts.values())
+    lat = _percentiles(tally.latencies[-5000:])
+    return (f"  t={elapsed:5.1f}s  sent {tally.sent:6d}  verdicts {len(tally.verdicts):6d} "
+            f"(allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']})  "
+            f"dlq {len(tally.dlq)}  latency p50 {lat[0]:.1f} ms p99 {lat[1]:.1f} ms")
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return (0.0, 0.0)
+    arr = np.asarray(values) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def _summary(tally: _Tally) -> None:
+    with tally.lock:
+        verdicts = dict(tally.verdicts)
+        kinds = Counter(v["verdict"] for v in verdicts.values())
+        p50, p99 = _percentiles(tally.latencies)
+        missing = len(tally.sent_at) - len(verdicts)
+        flagged: Counter[str] = Counter()
+        totals: Counter[str] = Counter()
+        for wid, verdict in verdicts.items():
+            label = tally.labels.get(wid, "")
+            totals[label] += 1
+            flagged[label] += verdict["verdict"] != "allow"
+        dlq = list(tally.dlq)
+        duplicates = tally.duplicates
+    _say("\n=== demo summary ===")
+    _say(f"withdrawals sent: {len(tally.sent_at)}   verdicts: {len(verdicts)}   "
+         f"missing: {missing}   duplicate verdict messages: {duplicates}")
+    _say(f"verdicts: allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']}")
+    _say(f"end-to-end latency (produced -> verdict consumed): p50 {p50:.1f} ms, "
+         f"p99 {p99:.1f} ms")
+    _say(f"dead-letter records: {len(dlq)} "
+         f"({', '.join(sorted({code for code, _ in dlq})) or 'none'})")
+    for label in sorted(totals):
+        if label and label != "normal":
+            _say(f"  {label:18s} {flagged[label]:4d}/{totals[label]:<4d} flagged "
+                 f"({flagged[label] / totals[label]:.0%})")
+    if totals["normal"]:
+        _say(f"  {'normal':18s} {flagged['normal']:4d}/{totals['normal']:<4d} flagged "
+             f"({flagged['normal'] / totals['normal']:.2%})")
+    refused = [v for v in verdicts.values() if v["verdict"] == "refuse"][:5]
+    if refused:
+        _say("some refused withdrawals:")
+    for v in refused:
+        reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in v["reasons"])
+        _say(f"  {v['withdrawal_id']} account {v['account_id']} score {v['score']:.3f} "
+             f"[{tally.labels.get(v['withdrawal_id'], '?')}] -> {reasons}")

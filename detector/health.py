@@ -1,0 +1,281 @@
+"""Liveness and readiness as plain logic, plus the HTTP endpoints that expose them.
+
+Nothing here imports Faust: the worker feeds a :class:`Health` with what it observes
+(progress, lag, model, partition assignment, table recovery) and serves
+:func:`http_response` from Faust's web server; tools without Faust use
+:func:`serve_standalone`.
+
+* **Liveness** (``/healthz``) catches the known Faust failure where a consumer silently stops
+  fetching after a broker outage (faust-streaming #175, #523, #629): records are waiting
+  (lag > 0) but none has been processed for more than ``stuck_after_s``. An idle worker with
+  no lag is alive. The check is armed only while partitions are assigned and tables are
+  recovered: before that the worker cannot make progress, and waiting is readiness's
+  business (a liveness failure restarts the pod, which would restart a long recovery).
+* **Readiness** (``/readyz``): the model is loaded, partitions are assigned and the tables
+  are recovered; the reason lists what is missing.
+
+Endpoints: ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` (200 or 503
+with a one-line plain-text reason), 404 for anything else.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from detector.metrics import render
+
+__all__ = [
+    "HEALTH_PATH",
+    "METRICS_PATH",
+    "READY_PATH",
+    "TEXT_CONTENT_TYPE",
+    "Health",
+    "StandaloneServer",
+    "http_response",
+    "serve_standalone",
+]
+
+METRICS_PATH = "/metrics"
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+_OK = 200
+_NOT_FOUND = 404
+_SERVER_ERROR = 500
+_UNAVAILABLE = 503  # probes treat any status >= 400 as failure; 503 says "try again later"
+
+# Seconds serve_forever() waits between checks for shutdown(): close() returns within this.
+_SHUTDOWN_POLL_S = 0.1
+# Seconds close() waits for the server thread to end before giving up on it (it is a daemon).
+_JOIN_TIMEOUT_S = 5.0
+
+
+class Health:
+    """What the worker knows about its own health; thread-safe, clock injectable for tests.
+
+    ``stuck_after_s`` is the longest time (seconds) the worker may have lag without
+    processing a single event before liveness fails (``Settings.stuck_after_s``).
+    """
+
+    def __init__(self, stuck_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if stuck_after_s <= 0:
+            raise ValueError(f"stuck_after_s must be > 0, got {stuck_after_s}")
+        self.stuck_after_s = stuck_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._processed = 0
+        self._last_progress = clock()
+        self._lag = 0
+        self._lag_since: float | None = None  # when lag last went from 0 to > 0
+        self._armed_since: float | None = None  # when the worker last became able to consume
+        self._model_loaded = False
+        self._partitions_assigned = False
+        self._tables_recovered = False
+
+    # Inputs from the worker --------------------------------------------------------------
+
+    def record_progress(self, n: int = 1) -> None:
+        """``n`` events were processed (a verdict or a DLQ record each); n <= 0 is no progress."""
+        if n <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            self._processed += n
+            self._last_progress = now
+
+    def set_lag(self, total_lag: int) -> None:
+        """Total records behind the high watermarks of the assigned partitions."""
+        lag = max(0, total_lag)  # a stale watermark can make the difference negative
+        now = self._clock()
+        with self._lock:
+            if lag > 0 and self._lag == 0:
+                self._lag_since = now
+            elif lag == 0:
+                self._lag_since = None
+            self._lag = lag
+
+    def set_model_loaded(self, loaded: bool) -> None:
+        with self._lock:
+            self._model_loaded = loaded
+
+    def set_partitions_assigned(self, assigned: bool) -> None:
+        with self._lock:
+            self._partitions_assigned = assigned
+            self._rearm()
+
+    def set_tables_recovered(self, recovered: bool) -> None:
+        with self._lock:
+            self._tables_recovered = recovered
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """Start the stuck clock afresh whenever the worker (again) becomes able to consume."""
+        able = self._partitions_assigned and self._tables_recovered
+        if able and self._armed_since is None:
+            self._armed_since = self._clock()
+        elif not able:
+            self._armed_since = None
+
+    # Read side ---------------------------------------------------------------------------
+
+    @property
+    def processed(self) -> int:
+        """Events processed since start."""
+        with self._lock:
+            return self._processed
+
+    @property
+    def lag(self) -> int:
+        with self._lock:
+            return self._lag
+
+    def liveness(self) -> tuple[bool, str]:
+        """``(alive, reason)``: dead only when records wait and none was processed for long."""
+        now = self._clock()
+        with self._lock:
+            lag = self._lag
+            if self._armed_since is None:
+                return True, "ok: not consuming yet (partitions unassigned or tables recovering)"
+            if lag == 0:
+                return True, "ok: no lag"
+            # The stuck clock starts at the latest of: last progress, lag appearing, arming.
+            since = max(self._last_progress, self._lag_since or 0.0, self._armed_since)
+        waited = now - since
+        if waited > self.stuck_after_s:
+            return False, (
+                f"stuck: {lag} records behind and no progress for {waited:.1f} s "
+                f"(limit {self.stuck_after_s:g} s)"
+            )
+        return True, f"ok: {lag} records behind, progressing"
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(ready, reason)``: ready once the model is loaded, partitions assigned, tables
+        recovered; otherwise the reason lists what is missing."""
+        with self._lock:
+            missing = [
+                what
+                for what, done in (
+                    ("model not loaded", self._model_loaded),
+                    ("partitions not assigned", self._partitions_assigned),
+                    ("tables not recovered", self._tables_recovered),
+                )
+                if not done
+            ]
+        if missing:
+            return False, "not ready: " + ", ".join(missing)
+        return True, "ready"
+
+
+def http_response(path: str, registry: CollectorRegistry, health: Health) -> tuple[int, bytes, str]:
+    """``(status, body, content_type)`` for a GET of ``path`` (the query string is ignored)."""
+    route = path.split("?", 1)[0]
+    if route == METRICS_PATH:
+        payload, content_type = render(registry)
+        return _OK, payload, content_type
+    if route in (HEALTH_PATH, READY_PATH):
+        ok, reason = health.liveness() if route == HEALTH_PATH else health.readiness()
+        return (_OK if ok else _UNAVAILABLE), (reason + "\n").encode(), TEXT_CONTENT_TYPE
+    return _NOT_FOUND, b"not found\n", TEXT_CONTENT_TYPE
+
+
+class StandaloneServer:
+    """A running :func:`serve_standalone` server; :meth:`close` stops it (idempotent)."""
+
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self._closed = False
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when 0 was asked for)."""
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(_JOIN_TIMEOUT_S)
+
+    def __enter__(self) -> StandaloneServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def serve_standalone(
+    host: str, port: int, registry: CollectorRegistry, health: Health
+) -> StandaloneServer:
+    """Serve :func:`http_response` with the stdlib HTTP server in a daemon thread.
+
+    For the replay/demo tools that run without Faust's web server. ``port=0`` picks a free
+    port (read it back from ``.port``). Returns once the socket is listening.
+    """
+
+    class _Handler(BaseHTTPRequestHandler):
+        server_version = "detector"
+
+        def do_GET(self) -> None:
+            self._respond(with_body=True)
+
+        def do_HEAD(self) -> None:
+            self._respond(with_body=False)
+
+        def _respond(self, *, with_body: bool) -> None:
+            try:
+                status, body, content_type = http_response(self.path, registry, health)
+            except Exception as exc:  # a failing collector must not kill the connection
+                status, body = _SERVER_ERROR, f"error: {exc!r}\n".encode()
+                content_type = TEXT_CONTENT_TYPE
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silent: probes and scrapes every few seconds would flood stderr."""
+
+    server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
+    if ":" in host:  # an IPv6 literal such as "::1"
+
+        class _V6Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        server_class = _V6Server
+    server = server_class((host, port), _Handler)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": _SHUTDOWN_POLL_S},
+        name=f"detector-http-{server.server_address[1]}",
+        daemon=True,
+    )
+    thread.start()
+    return StandaloneServer(server, thread)

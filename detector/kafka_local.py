@@ -1,0 +1,593 @@
+"""A real single-node Apache Kafka 3.9 broker (KRaft), run from Maven Central jars; no Docker.
+
+Backs ``detector kafka start|stop|status``. Linux only (it reads ``/proc``).
+
+Jars: Maven resolves ``deploy/kafka/pom.xml`` (the broker plus its reload4j logging backend)
+once into ``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` when
+``XDG_CACHE_HOME`` is unset; that is the XDG convention, not a detector setting). A marker
+file holding the pom's SHA-256 makes later starts skip Maven, and work offline.
+
+Everything else lives under ``<DETECTOR_DATA_DIR>/kafka/``::
+
+    server.properties   rendered from deploy/kafka/server.properties.template on every start
+    cluster.id          KRaft cluster id the data dir was formatted with (StorageTool, once)
+    data/               log.dirs; data/meta.properties marks a formatted dir
+    broker.log          the JVM's stdout and stderr (log4j console appender); .1 = previous run
+    broker.pid          pid of the broker JVM
+
+"Ready" means a kafka-python admin client fetched cluster metadata listing a broker, not merely
+that the port accepts connections. A pid is only ever signalled after ``/proc/<pid>/cmdline``
+shows ``kafka.Kafka`` and this data dir's ``server.properties``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from detector.config import Settings
+from detector.errors import KafkaSetupError
+from detector.topics import admin_client, quiet_kafka_logging
+
+__all__ = [
+    "DEPLOY_DIR",
+    "BrokerPaths",
+    "KafkaStatus",
+    "broker_paths",
+    "jar_cache_dir",
+    "render_server_properties",
+    "resolve_jars",
+    "start",
+    "status",
+    "stop",
+    "wait_ready",
+]
+
+Log = Callable[[str], None]
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+_POM = DEPLOY_DIR / "pom.xml"
+_TEMPLATE = DEPLOY_DIR / "server.properties.template"
+_LOG4J = DEPLOY_DIR / "log4j.properties"
+
+_BROKER_MAIN = "kafka.Kafka"  # main class; also how /proc/<pid>/cmdline identifies our broker
+_STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+_JARS_MARKER = ".complete"  # written into the lib dir after a successful copy: the pom's sha256
+_HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")  # -Xmx syntax; anything else is refused
+_JVM_FLAGS = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",  # ms; Kafka's own kafka-run-class default
+    "-XX:+ExitOnOutOfMemoryError",  # die visibly rather than limp along
+    "-Djava.awt.headless=true",
+)
+
+_POLL_INTERVAL_S = 0.25  # pause between readiness probes / exit checks during start and stop
+_PROBE_TIMEOUT_S = 3.0  # one metadata probe (TCP connect + admin bootstrap) gives up after this
+_STATUS_PROBE_TIMEOUT_S = 3.0  # `status` waits at most this long for metadata
+_KILL_WAIT_S = 10.0  # after SIGKILL, wait this long for the process to vanish
+_STORAGE_FORMAT_TIMEOUT_S = 120.0  # StorageTool is a short JVM run (~2 s)
+_MVN_TIMEOUT_S = 1800.0  # first resolution downloads ~80 MB from Maven Central
+_LOG_TAIL_LINES = 30  # broker.log lines quoted in a startup failure
+_MVN_TAIL_LINES = 40  # Maven output lines quoted in a resolution failure
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """Files of the local broker for one data dir (all absolute)."""
+
+    root: Path
+    properties: Path
+    log_dirs: Path
+    log_file: Path
+    pid_file: Path
+    cluster_id_file: Path
+
+
+def broker_paths(settings: Settings) -> BrokerPaths:
+    root = settings.data_dir.expanduser().resolve() / "kafka"
+    return BrokerPaths(
+        root=root,
+        properties=root / "server.properties",
+        log_dirs=root / "data",
+        log_file=root / "broker.log",
+        pid_file=root / "broker.pid",
+        cluster_id_file=root / "cluster.id",
+    )
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    """What ``detector kafka status`` reports."""
+
+    running: bool
+    ready: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    log_file: Path
+
+    def __str__(self) -> str:
+        if not self.running:
+            return (
+                f"kafka: not running (would listen on {self.bootstrap}; "
+                f"data {self.data_dir}; log {self.log_file})"
+            )
+        health = "ready" if self.ready else "NOT ready (starting, or unhealthy: see the log)"
+        return (
+            f"kafka: running, {health}, at {self.bootstrap} "
+            f"(pid {self.pid}; data {self.data_dir}; log {self.log_file})"
+        )
+
+
+def _local_bootstrap(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.kafka_port}"
+
+
+# --------------------------------------------------------------------------- jars (Maven)
+
+
+def _pom_kafka_version(pom: Path) -> str:
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom.read_text())
+    if match is None:
+        raise KafkaSetupError(f"{pom} has no <kafka.version> property")
+    return match.group(1)
+
+
+def jar_cache_dir(version: str) -> Path:
+    """``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` by default)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "detector" / f"kafka-{version}" / "lib"
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        return _tail(path.read_text(errors="replace"), lines) or "(empty)"
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+
+
+def _require_tool(name: str, debian_package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise KafkaSetupError(
+            f"`{name}` not found on PATH; the local Kafka broker needs it "
+            f"(Debian/Ubuntu: apt-get install {debian_package})"
+        )
+    return found
+
+
+def resolve_jars(settings: Settings, *, log: Log = print) -> Path:
+    """Return the directory holding the broker's runtime jars, running Maven if needed.
+
+    The jars are cached in ``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (default
+    ``~/.cache/...``), ``<version>`` being the pom's ``kafka.version``. Maven is skipped when
+    the cache's marker file matches the current pom. ``settings`` is accepted for symmetry with
+    the other commands; the cache does not depend on it.
+    """
+    del settings  # the jar cache is per machine, not per data dir
+    if not _POM.is_file():
+        raise KafkaSetupError(
+            f"{_POM} not found: `detector kafka` runs from a clone of the repository"
+        )
+    digest = hashlib.sha256(_POM.read_bytes()).hexdigest()
+    version = _pom_kafka_version(_POM)
+    lib = jar_cache_dir(version)
+    marker = lib / _JARS_MARKER
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return lib
+
+    _require_tool("java", "openjdk-17-jre-headless")
+    mvn = _require_tool("mvn", "maven")
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    staging = lib.parent / f"lib.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"kafka: resolving Kafka {version} jars with Maven into {lib} (first run downloads)")
+    cmd = [
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-f",
+        str(_POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=_MVN_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise KafkaSetupError(f"Maven did not finish within {_MVN_TIMEOUT_S:.0f}s") from exc
+    broker_jar = staging / f"kafka_2.13-{version}.jar"
+    if proc.returncode != 0 or not broker_jar.is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        output = _tail(proc.stdout + proc.stderr, _MVN_TAIL_LINES) or "(no output)"
+        raise KafkaSetupError(
+            f"Maven could not resolve the Kafka jars (exit {proc.returncode}): "
+            f"{' '.join(cmd)}\n--- last lines of Maven's output ---\n{output}",
+            retriable=True,
+        )
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    (lib / _JARS_MARKER).write_text(digest + "\n")
+    log(f"kafka: {len(list(lib.glob('*.jar')))} jars cached in {lib}")
+    return lib
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def render_server_properties(settings: Settings) -> str:
+    """``server.properties`` for ``settings`` from ``deploy/kafka/server.properties.template``."""
+    if settings.kafka_port == settings.kafka_controller_port:
+        raise KafkaSetupError(
+            f"DETECTOR_KAFKA_PORT and DETECTOR_KAFKA_CONTROLLER_PORT are both "
+            f"{settings.kafka_port}; they must differ"
+        )
+    paths = broker_paths(settings)
+    # Java properties treat backslash as an escape character.
+    log_dirs = str(paths.log_dirs).replace("\\", "\\\\")
+    try:
+        return string.Template(_TEMPLATE.read_text()).substitute(
+            kafka_port=settings.kafka_port,
+            controller_port=settings.kafka_controller_port,
+            log_dirs=log_dirs,
+        )
+    except (KeyError, ValueError) as exc:
+        raise KafkaSetupError(f"{_TEMPLATE}: bad placeholder: {exc}") from exc
+
+
+def _new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):  # Kafka avoids these too (they look like CLI options)
+            return cid
+
+
+def _java_base(java: str, lib: Path) -> list[str]:
+    return [java, f"-Dlog4j.configuration=file:{_LOG4J}", "-cp", f"{lib}/*"]
+
+
+def _format_storage(paths: BrokerPaths, java: str, lib: Path, log: Log) -> None:
+    if (paths.log_dirs / "meta.properties").is_file():
+        return
+    if paths.cluster_id_file.is_file():
+        cluster_id = paths.cluster_id_file.read_text().strip()
+    else:
+        cluster_id = _new_cluster_id()
+        paths.cluster_id_file.write_text(cluster_id + "\n")
+    log(f"kafka: formatting {paths.log_dirs} (KRaft cluster id {cluster_id})")
+    cmd = [
+        *_java_base(java, lib),
+        "-Xmx256m",  # StorageTool is tiny; do not reserve the broker's heap
+        _STORAGE_TOOL_MAIN,
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(paths.properties),
+    ]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=_STORAGE_FORMAT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise KafkaSetupError(f"StorageTool format timed out: {' '.join(cmd)}") from exc
+    if proc.returncode != 0:
+        raise KafkaSetupError(
+            f"StorageTool format failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            + _tail(proc.stdout + proc.stderr, _LOG_TAIL_LINES)
+        )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (reaps it if it is our exited child)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _is_our_broker(pid: int, properties: Path) -> bool:
+    """Is ``pid`` a live ``kafka.Kafka`` JVM started with exactly this ``server.properties``?"""
+    args = _cmdline(pid)
+    return _BROKER_MAIN in args and str(properties) in args and _pid_alive(pid)
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _find_broker_pid(paths: BrokerPaths) -> int | None:
+    """Our broker's pid: from the pid file, else by scanning /proc (pid file lost)."""
+    pid = _read_pid(paths.pid_file)
+    if pid is not None and _is_our_broker(pid, paths.properties):
+        return pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_our_broker(int(entry.name), paths.properties):
+            return int(entry.name)
+    return None
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_INTERVAL_S / 2)
+    return True
+
+
+def _terminate(pid: int, timeout: float, log: Log) -> None:
+    """SIGTERM (Kafka's controlled shutdown), then SIGKILL after ``timeout`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if _wait_exit(pid, timeout):
+        return
+    log(f"kafka: pid {pid} still running {timeout:.0f}s after SIGTERM; sending SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not _wait_exit(pid, _KILL_WAIT_S):
+        raise KafkaSetupError(f"pid {pid} survived SIGKILL for {_KILL_WAIT_S:.0f}s")
+
+
+def _port_owner(port: int) -> str | None:
+    """``"pid N (cmdline)"`` of the process listening on TCP ``port``, if /proc tells."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rpartition(":")[2], 16) == port:  # 0A = LISTEN
+                    inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        cmd = " ".join(_cmdline(int(proc.name)))
+                        return f"pid {proc.name} ({cmd[:200]})"
+    return "a process this user cannot inspect"
+
+
+def _check_port_free(port: int, role: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option the JVM sets: a TIME_WAIT left by our previous broker is not "taken".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise KafkaSetupError(f"cannot bind 127.0.0.1:{port}: {exc}") from exc
+            owner = _port_owner(port) or "another process"
+            raise KafkaSetupError(
+                f"port {port} ({role}) is already in use by {owner}, which is not the broker "
+                f"of this data dir. Stop it, or pick other ports with DETECTOR_KAFKA_PORT / "
+                f"DETECTOR_KAFKA_CONTROLLER_PORT (or point KAFKA_BOOTSTRAP_SERVERS at a running "
+                f"cluster and skip `detector kafka start`)."
+            ) from exc
+
+
+def _spawn_broker(paths: BrokerPaths, java: str, lib: Path, heap: str) -> int:
+    """Start the broker JVM in its own session, output appended to broker.log; return its pid."""
+    if paths.log_file.exists():
+        paths.log_file.replace(paths.log_file.with_name(paths.log_file.name + ".1"))
+    argv = [
+        *_java_base(java, lib),
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        *_JVM_FLAGS,
+        f"-Dkafka.logs.dir={paths.root}",
+        _BROKER_MAIN,
+        str(paths.properties),
+    ]
+    out_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    # posix_spawn rather than Popen: a Popen object dropped while its child runs warns.
+    return os.posix_spawn(
+        java,
+        argv,
+        dict(os.environ),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(paths.log_file), out_flags, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def _probe_metadata(bootstrap_servers: str, timeout: float) -> str | None:
+    """None when cluster metadata lists a broker, else why not."""
+    try:
+        with admin_client(bootstrap_servers, timeout=timeout) as admin:
+            brokers = admin.describe_cluster().get("brokers") or []
+    except Exception as exc:  # any failure just means "not ready yet"
+        return f"{type(exc).__name__}: {exc}"
+    return None if brokers else "cluster metadata lists no broker"
+
+
+def _wait_ready(
+    bootstrap_servers: str, timeout: float, alive: Callable[[], bool] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    with quiet_kafka_logging():
+        while True:
+            if alive is not None and not alive():
+                raise KafkaSetupError("the broker process exited during startup")
+            remaining = deadline - time.monotonic()
+            reason = _probe_metadata(bootstrap_servers, max(min(remaining, _PROBE_TIMEOUT_S), 0.1))
+            if reason is None:
+                return
+            if time.monotonic() >= deadline:
+                raise KafkaSetupError(
+                    f"Kafka at {bootstrap_servers} not ready after {timeout:.0f}s: {reason}",
+                    retriable=True,
+                )
+            time.sleep(min(_POLL_INTERVAL_S, max(deadline - time.monotonic(), 0.0)))
+
+
+def wait_ready(bootstrap_servers: str, timeout: float) -> None:
+    """Block until a kafka-python client fetches cluster metadata from ``bootstrap_servers``.
+
+    Works against any cluster. Polls with short timeouts; raises :class:`KafkaSetupError`
+    (``retriable=True``) with the last failure reason after ``timeout`` seconds.
+    """
+    _wait_ready(bootstrap_servers, timeout)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def status(settings: Settings) -> KafkaStatus:
+    """Is this data dir's broker running, and does it serve metadata?"""
+    paths = broker_paths(settings)
+    bootstrap = _local_bootstrap(settings)
+    pid = _find_broker_pid(paths)
+    ready = False
+    if pid is not None:
+        with quiet_kafka_logging():
+            ready = _probe_metadata(bootstrap, _STATUS_PROBE_TIMEOUT_S) is None
+    return KafkaStatus(
+        running=pid is not None,
+        ready=ready,
+        pid=pid,
+        bootstrap=bootstrap,
+        data_dir=paths.root.parent,
+        log_file=paths.log_file,
+    )
+
+
+def _startup_failure(paths: BrokerPaths, what: str) -> KafkaSetupError:
+    return KafkaSetupError(
+        f"{what}\n--- last {_LOG_TAIL_LINES} lines of {paths.log_file} ---\n"
+        f"{_log_tail(paths.log_file)}"
+    )
+
+
+def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> bool:
+    """Start this data dir's broker and wait until it serves metadata.
+
+    Idempotent: returns False (and says so) when the broker is already running; True when this
+    call started it. On failure the half-started JVM is stopped and :class:`KafkaSetupError`
+    quotes the last lines of ``broker.log``.
+    """
+    paths = broker_paths(settings)
+    bootstrap = _local_bootstrap(settings)
+    heap = settings.kafka_heap.strip()
+    if not _HEAP_RE.match(heap):
+        raise KafkaSetupError(f"DETECTOR_KAFKA_HEAP={heap!r} is not a JVM size like 768m or 1g")
+
+    running = _find_broker_pid(paths)
+    if running is not None:
+        log(f"kafka: already running (pid {running}) at {bootstrap}; data {paths.root}")
+        try:
+            _wait_ready(bootstrap, timeout, alive=lambda: _pid_alive(running))
+        except KafkaSetupError as exc:
+            raise _startup_failure(paths, f"the running broker is not ready: {exc}") from exc
+        return False
+    if paths.pid_file.exists():
+        log(f"kafka: removing stale pid file {paths.pid_file}")
+        paths.pid_file.unlink()
+
+    properties = render_server_properties(settings)  # validates the ports differ
+    _check_port_free(settings.kafka_port, "DETECTOR_KAFKA_PORT")
+    _check_port_free(settings.kafka_controller_port, "DETECTOR_KAFKA_CONTROLLER_PORT")
+    lib = resolve_jars(settings, log=log)
+    java = _require_tool("java", "openjdk-17-jre-headless")
+    paths.log_dirs.mkdir(parents=True, exist_ok=True)
+    paths.properties.write_text(properties)
+    _format_storage(paths, java, lib, log)
+
+    started = time.monotonic()
+    pid = _spawn_broker(paths, java, lib, heap)
+    paths.pid_file.write_text(f"{pid}\n")
+    log(f"kafka: started pid {pid} (heap {heap}); waiting up to {timeout:.0f}s for {bootstrap}")
+    try:
+        _wait_ready(bootstrap, timeout, alive=lambda: _pid_alive(pid))
+    except KafkaSetupError as exc:
+        if _pid_alive(pid):
+            log(f"kafka: stopping the half-started broker (pid {pid})")
+            _terminate(pid, _KILL_WAIT_S, log)
+        paths.pid_file.unlink(missing_ok=True)
+        raise _startup_failure(paths, f"Kafka did not become ready: {exc}") from exc
+    log(
+        f"kafka: ready at {bootstrap} after {time.monotonic() - started:.1f}s "
+        f"(pid {pid}; log {paths.log_file})"
+    )
+    return True
+
+
+def stop(settings: Settings, *, log: Log = print, timeout: float = 30.0) -> bool:
+    """Stop this data dir's broker: SIGTERM (controlled shutdown), SIGKILL after ``timeout``.
+
+    Idempotent: returns False when nothing was running. Only a process whose command line shows
+    ``kafka.Kafka`` and this data dir's ``server.properties`` is ever signalled.
+    """
+    paths = broker_paths(settings)
+    pid = _find_broker_pid(paths)
+    if pid is None:
+        stale = _read_pid(paths.pid_file)
+        if paths.pid_file.exists():
+            paths.pid_file.unlink()
+            log(f"kafka: removed stale pid file (pid {stale} is not this data dir's broker)")
+        log(f"kafka: not running (data {paths.root})")
+        return False
+    log(f"kafka: stopping pid {pid} (controlled shutdown, SIGKILL after {timeout:.0f}s)")
+    started = time.monotonic()
+    _terminate(pid, timeout, log)
+    paths.pid_file.unlink(missing_ok=True)
+    log(f"kafka: stopped in {time.monotonic() - started:.1f}s")
+    return True
