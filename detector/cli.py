@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-rate", type=float, default=0.01)
     p.add_argument("--refuse-rate", type=float, default=0.001)
     p.add_argument("--trees", type=int, default=200)
-    p.add_argument("--max-samples", type=int, default=256)
+    p.add_argument("--max-samples", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from detector.config import Settings
 from detector.errors import KafkaSetupError
-from detector.topics import admin_client, quiet_kafka_logging
+from detector.topics import admin_client, quiet_kafka_logging, split_bootstrap
 
 __all__ = [
     "DEPLOY_DIR",
@@ -79,10 +79,12 @@ _POLL_INTERVAL_S = 0.25  # pause between readiness probes / exit checks during s
 _PROBE_TIMEOUT_S = 3.0  # one metadata probe (TCP connect + admin bootstrap) gives up after this
 _STATUS_PROBE_TIMEOUT_S = 3.0  # `status` waits at most this long for metadata
 _KILL_WAIT_S = 10.0  # after SIGKILL, wait this long for the process to vanish
+_ABORT_GRACE_S = 10.0  # a half-started broker gets this long after SIGTERM before SIGKILL
 _STORAGE_FORMAT_TIMEOUT_S = 120.0  # StorageTool is a short JVM run (~2 s)
-_MVN_TIMEOUT_S = 1800.0  # first resolution downloads ~80 MB from Maven Central
+_MVN_TIMEOUT_S = 1800.0  # first resolution downloads ~60 MB from Maven Central (~15 s)
 _LOG_TAIL_LINES = 30  # broker.log lines quoted in a startup failure
 _MVN_TAIL_LINES = 40  # Maven output lines quoted in a resolution failure
+_CMDLINE_SHOWN = 240  # characters of a port squatter's command line quoted in the error
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,13 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
         return _tail(path.read_text(errors="replace"), lines) or "(empty)"
     except OSError as exc:
         return f"(cannot read {path}: {exc})"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _require_tool(name: str, debian_package: str) -> str:
@@ -396,7 +405,10 @@ def _port_owner(port: int) -> str | None:
                 with contextlib.suppress(OSError):
                     if os.readlink(fd) in inodes:
                         cmd = " ".join(_cmdline(int(proc.name)))
-                        return f"pid {proc.name} ({cmd[:200]})"
+                        if len(cmd) > _CMDLINE_SHOWN:  # keep both ends: program and its config
+                            half = _CMDLINE_SHOWN // 2
+                            cmd = f"{cmd[:half]} ... {cmd[-half:]}"
+                        return f"pid {proc.name} ({cmd})"
     return "a process this user cannot inspect"
 
 
@@ -454,14 +466,19 @@ def _probe_metadata(bootstrap_servers: str, timeout: float) -> str | None:
     try:
         with admin_client(bootstrap_servers, timeout=timeout) as admin:
             brokers = admin.describe_cluster().get("brokers") or []
+    except KafkaSetupError as exc:
+        return str(exc)
     except Exception as exc:  # any failure just means "not ready yet"
         return f"{type(exc).__name__}: {exc}"
-    return None if brokers else "cluster metadata lists no broker"
+    # DescribeCluster may include fenced brokers (not yet serving partitions): skip them.
+    serving = [b for b in brokers if not b.get("is_fenced", False)]
+    return None if serving else "cluster metadata lists no unfenced broker"
 
 
 def _wait_ready(
     bootstrap_servers: str, timeout: float, alive: Callable[[], bool] | None = None
 ) -> None:
+    split_bootstrap(bootstrap_servers)  # a malformed list fails now, not after the timeout
     deadline = time.monotonic() + timeout
     with quiet_kafka_logging():
         while True:
@@ -532,6 +549,11 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
 
     running = _find_broker_pid(paths)
     if running is not None:
+        if _read_text(paths.properties) != render_server_properties(settings):
+            raise KafkaSetupError(
+                f"the broker of {paths.root} (pid {running}) runs with other settings than the "
+                f"current ones (ports?); run `detector kafka stop` first"
+            )
         log(f"kafka: already running (pid {running}) at {bootstrap}; data {paths.root}")
         try:
             _wait_ready(bootstrap, timeout, alive=lambda: _pid_alive(running))
@@ -560,7 +582,7 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
     except KafkaSetupError as exc:
         if _pid_alive(pid):
             log(f"kafka: stopping the half-started broker (pid {pid})")
-            _terminate(pid, _KILL_WAIT_S, log)
+            _terminate(pid, _ABORT_GRACE_S, log)
         paths.pid_file.unlink(missing_ok=True)
         raise _startup_failure(paths, f"Kafka did not become ready: {exc}") from exc
     log(

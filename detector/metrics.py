@@ -84,7 +84,7 @@ BATCH_PROCESSING_BUCKETS_S: tuple[float, ...] = (
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 # Isolation-forest scores (paper convention, higher = more anomalous, in [0, 1]). Normal
-# traffic sits around 0.4-0.5 and the delay/refuse thresholds lie in 0.55-0.8, so the
+# traffic sits around 0.4-0.5 and the delay/refuse thresholds are expected in 0.55-0.8, so the
 # buckets are 0.05 wide there and coarse at the ends.
 ANOMALY_SCORE_BUCKETS: tuple[float, ...] = (
     0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0,

@@ -89,7 +89,7 @@ class Model:
 
 
 def fit_model(rows: np.ndarray, *, delay_rate: float, refuse_rate: float,
-              n_estimators: int = 200, max_samples: int = 256, random_state: int = 0,
+              n_estimators: int = 200, max_samples: int = 2048, random_state: int = 0,
               training: dict[str, Any] | None = None) -> tuple[Model, np.ndarray]:
     """Fit an IsolationForest on feature rows and calibrate the policy on them.
 

@@ -572,7 +572,10 @@ class CompiledForest:
         stored = metadata.get("sha256")
         if not isinstance(stored, str):
             raise ModelError(f"{source}: metadata has no sha256 checksum")
-        actual = _checksum(raw, metadata)
+        try:
+            actual = _checksum(raw, metadata)
+        except ValueError as exc:  # e.g. NaN smuggled into the JSON
+            raise ModelError(f"{source}: metadata is not canonical JSON: {exc}") from exc
         if not hmac.compare_digest(stored, actual):
             raise ModelError(
                 f"{source}: checksum mismatch, the arrays or metadata were modified "

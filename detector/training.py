@@ -28,7 +28,7 @@ class TrainResult:
 
 
 def train(events_path: Path, out_dir: Path, *, delay_rate: float = 0.01,
-          refuse_rate: float = 0.001, n_estimators: int = 200, max_samples: int = 256,
+          refuse_rate: float = 0.001, n_estimators: int = 200, max_samples: int = 2048,
           seed: int = 0, plots: bool = True) -> TrainResult:
     events = load_events(events_path)
     if len(events) < 2:

@@ -1,0 +1,70 @@
+"""Shared fixtures. Broker-tier fixtures import kafka-python lazily so unit tests stay fast.
+
+Broker tests (``@pytest.mark.broker``) talk to ``KAFKA_BOOTSTRAP_SERVERS`` (default
+``127.0.0.1:9092``, e.g. from ``detector kafka start``). An unreachable broker FAILS them with
+a message saying so: they never skip silently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+from detector.config import Settings
+
+_BROKER_WAIT_S = 30.0  # how long the session waits for the broker before failing broker tests
+_TOPIC_TIMEOUT_S = 30.0  # topic creation / deletion budget per call
+
+TopicFactory = Callable[..., str]
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> str:
+    """Bootstrap servers of a broker that serves metadata (waits up to 30 s, else fails)."""
+    from detector.errors import KafkaSetupError
+    from detector.kafka_local import wait_ready
+
+    servers = Settings.from_env().bootstrap_servers
+    try:
+        wait_ready(servers, _BROKER_WAIT_S)
+    except KafkaSetupError as exc:
+        problem = str(exc)
+    else:
+        return servers
+    pytest.fail(
+        f"broker tests need a Kafka broker at {servers} (KAFKA_BOOTSTRAP_SERVERS); {problem}. "
+        f"Start one with `detector kafka start`, or deselect this tier with -m 'not broker'.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def topic_factory(bootstrap_servers: str) -> Iterator[TopicFactory]:
+    """``make(partitions=1, config=None, prefix="test") -> name``: a fresh topic, deleted after."""
+    from detector.topics import TopicSpec, delete_topics, ensure_topics
+
+    created: list[str] = []
+
+    def make(
+        partitions: int = 1, config: Mapping[str, str] | None = None, prefix: str = "test"
+    ) -> str:
+        name = _unique(prefix)
+        spec = TopicSpec(name, partitions, config=dict(config or {}))
+        created.append(name)
+        ensure_topics(bootstrap_servers, [spec], timeout=_TOPIC_TIMEOUT_S)
+        return name
+
+    yield make
+    delete_topics(bootstrap_servers, created, timeout=_TOPIC_TIMEOUT_S)
+
+
+@pytest.fixture
+def unique_group() -> str:
+    """A consumer group id no other test uses."""
+    return _unique("test-group")
