@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
@@ -93,22 +93,28 @@ class DetectorApp:
     model_holder: list[Model]
 
 
-class _Sensor(faust.Sensor):  # type: ignore[misc]
+class _Sensor(faust.Sensor):
+    """Counts Kafka send errors. (Commit age is not taken from on_commit_completed: Faust
+    calls it on every commit-loop pass, even when nothing was committed.)"""
+
     def __init__(self, metrics: DetectorMetrics) -> None:
         super().__init__()
         self._metrics = metrics
-
-    def on_commit_completed(self, consumer: Any, state: Any) -> None:
-        self._metrics.mark_commit()
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
         topic = getattr(state, "topic", None) if state is not None else None
         self._metrics.observe_send_error(str(topic or "unknown"))
 
 
-def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry | None = None,
-               store: str = "memory://", broker: str | None = None,
-               clock: Callable[[], float] = time.time) -> DetectorApp:
+def create_app(
+    settings: Settings,
+    *,
+    model: Model,
+    registry: CollectorRegistry | None = None,
+    store: str = "memory://",
+    broker: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> DetectorApp:
     """Build a fresh Faust app (no module-level state: tests build as many as they like)."""
     registry = CollectorRegistry() if registry is None else registry
     metrics = DetectorMetrics(registry)
@@ -137,13 +143,10 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
         app.transport = _Transport(app.conf.broker_consumer, app)
     app.sensors.add(_Sensor(metrics))
 
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw"}
-    withdrawals = app.topic(settings.topic_withdrawals, partitions=settings.partitions, **raw)
-    by_destination = app.topic(settings.topic_by_destination, partitions=settings.partitions,
-                               internal=False, **raw)
-    decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
-    dlq = app.topic(settings.topic_dlq, partitions=settings.partitions, **raw)
+    withdrawals = _raw_topic(app, settings.topic_withdrawals, settings.partitions)
+    by_destination = _raw_topic(app, settings.topic_by_destination, settings.partitions)
+    decisions = _raw_topic(app, settings.topic_decisions, settings.partitions)
+    dlq = _raw_topic(app, settings.topic_dlq, settings.partitions)
     accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
     destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
     model_holder = [model]
@@ -166,9 +169,9 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
     @app.agent(withdrawals, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=batch_within):
-            started = time.perf_counter()
             pending = []
             for event in batch:
+                event_started = time.perf_counter()
                 # Table writes go to the changelog partition of the *current* event:
                 # make each event current while its own key is written (traps).
                 _make_current(event)
@@ -177,17 +180,20 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
                     withdrawal = parse_withdrawal(event.value or b"", key=event.key)
                 except InvalidEvent as exc:
                     pending.append(await send_dlq(event, exc))
+                    metrics.observe_event(time.perf_counter() - event_started)
                     continue
                 state, acc = account_step(accounts.get(withdrawal.account_id), withdrawal)
                 accounts[withdrawal.account_id] = state
-                payload = json.dumps({"e": withdrawal.to_json(), "a": acc.to_json()},
-                                     separators=(",", ":")).encode()
-                pending.append(await by_destination.send(
-                    key=withdrawal.destination.encode(), value=payload))
+                payload = json.dumps(
+                    {"e": withdrawal.to_json(), "a": acc.to_json()}, separators=(",", ":")
+                ).encode()
+                pending.append(
+                    await by_destination.send(key=withdrawal.destination.encode(), value=payload)
+                )
+                metrics.observe_event(time.perf_counter() - event_started)
             _make_current(None)
             await _delivered(pending, metrics, settings.topic_by_destination)
             health.record_progress(len(batch))
-            metrics.observe_event((time.perf_counter() - started) / max(1, len(batch)))
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
@@ -200,8 +206,13 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
                     item = _destination_item(event.value, destinations)
                 except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
                     # Only our own stage writes this topic; never crash on it either.
-                    err = exc if isinstance(exc, InvalidEvent) else \
-                        InvalidEvent("internal_format", f"unreadable repartition record: {exc}")
+                    err = (
+                        exc
+                        if isinstance(exc, InvalidEvent)
+                        else InvalidEvent(
+                            "internal_format", f"unreadable repartition record: {exc}"
+                        )
+                    )
                     await _delivered([await send_dlq(event, err)], metrics, settings.topic_dlq)
                     continue
                 items.append(item)
@@ -209,14 +220,18 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
             verdicts = decider_holder[0].decide(items, now=clock())
             sent = []
             for item, verdict in zip(items, verdicts, strict=True):
-                sent.append(await decisions.send(
-                    key=item.event.account_id.encode(),
-                    value=json.dumps(verdict, separators=(",", ":")).encode()))
+                sent.append(
+                    await decisions.send(
+                        key=item.event.account_id.encode(),
+                        value=json.dumps(verdict, separators=(",", ":")).encode(),
+                    )
+                )
             await _delivered(sent, metrics, settings.topic_decisions)
             now = clock()
             for item, verdict in zip(items, verdicts, strict=True):
-                metrics.observe_verdict(verdict["verdict"], verdict["score"],
-                                        max(0.0, now - item.event.requested_at))
+                metrics.observe_verdict(
+                    verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
+                )
             elapsed = time.perf_counter() - started
             metrics.observe_batch(len(batch), elapsed)
             health.record_progress(len(batch))
@@ -225,16 +240,18 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
         doc = json.loads(value or b"")
         withdrawal: Withdrawal = validate_withdrawal(doc["e"])
         acc = AccountFeatures.from_json(doc["a"])
-        state, dst = destination_step(table.get(withdrawal.destination), withdrawal,
-                                      new_for_account=acc.new_destination)
+        state, dst = destination_step(
+            table.get(withdrawal.destination), withdrawal, new_for_account=acc.new_destination
+        )
         table[withdrawal.destination] = state
         return Pending(withdrawal, acc, dst, feature_vector(acc, dst))
 
     sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
+    committed_seen: dict[Any, int] = {}
 
-    @app.timer(interval=_GAUGE_INTERVAL_S)
+    @app.timer(interval=_GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def refresh_gauges() -> None:
-        _refresh_gauges(app, metrics, health, sources, accounts)
+        _refresh_gauges(app, metrics, health, sources, accounts, committed_seen)
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -249,11 +266,34 @@ def create_app(settings: Settings, *, model: Model, registry: CollectorRegistry 
         return _respond(web, "/readyz", registry, health)
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned")
         health.set_partitions_assigned(bool(assigned))
 
-    return DetectorApp(app, settings, metrics, registry, health, accounts, destinations,
-                       accounts_agent, decide_agent, model_holder)
+    return DetectorApp(
+        app,
+        settings,
+        metrics,
+        registry,
+        health,
+        accounts,
+        destinations,
+        accounts_agent,
+        decide_agent,
+        model_holder,
+    )
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
+    """A topic of raw bytes: we validate and encode ourselves (no `__faust` envelope)."""
+    return app.topic(
+        name,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
 
 def _make_current(event: Any) -> None:
@@ -282,30 +322,46 @@ def _respond(web: Any, path: str, registry: CollectorRegistry, health: Health) -
     return web.bytes(body, status=status, headers={"Content-Type": content_type})
 
 
-def _refresh_gauges(app: faust.App, metrics: DetectorMetrics, health: Health,
-                    sources: frozenset[str], accounts: Any) -> None:
-    """Lag of the source topics (changelogs are not consumed by the group), state size."""
-    consumer = app.consumer
-    total = 0
+def _refresh_gauges(
+    app: faust.App,
+    metrics: DetectorMetrics,
+    health: Health,
+    sources: frozenset[str],
+    accounts: Any,
+    committed_seen: dict[Any, int],
+) -> None:
+    """Lag of the source topics (changelogs are not consumed by the group), commit age, size.
+
+    The commit clock is reset only when a committed offset actually advanced.
+    """
+    consumer: Any = app.consumer  # reads Faust's committed offsets (no public accessor)
     try:
         assignment = consumer.assignment()
     except Exception:  # consumer not started yet
         return
+    total = 0
+    metrics.clear_lag()  # revoked partitions must not keep reporting
+    advanced = False
     for tp in assignment:
         if tp.topic not in sources:
             continue
+        # Kafka's definition: log end offset minus the committed ("next to read") offset.
+        committed = consumer._committed_offset.get(tp) or 0
+        if committed > committed_seen.get(tp, 0):
+            advanced = True
+        committed_seen[tp] = committed
         try:
             highwater = consumer.highwater(tp)
         except Exception:
             continue
         if highwater is None:
             continue
-        # Kafka's definition: log end offset minus the committed ("next to read") offset.
-        committed = consumer._committed_offset.get(tp) or 0
         lag = max(0, int(highwater) - int(committed))
         metrics.set_lag(tp.topic, tp.partition, lag)
         total += lag
+    if advanced:
+        metrics.mark_commit()
     health.set_lag(total)
-    recovery = app.tables.recovery
+    recovery = cast(Any, app.tables).recovery
     health.set_tables_recovered(recovery.completed.is_set() and not recovery.in_recovery)
-    metrics.accounts_in_state.set(len(accounts))
+    metrics.set_accounts_in_state(len(accounts))

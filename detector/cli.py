@@ -11,6 +11,7 @@ from pathlib import Path
 
 from detector.config import Settings
 from detector.errors import DetectorError
+from detector.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
 
 __all__ = ["main"]
 
@@ -44,8 +45,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = _settings(args)
     created = ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     for spec in topic_specs(settings):
-        print(f"{spec.name}: {spec.partitions} partitions"
-              f"{' (created)' if spec.name in created else ''}")
+        print(
+            f"{spec.name}: {spec.partitions} partitions"
+            f"{' (created)' if spec.name in created else ''}"
+        )
     return 0
 
 
@@ -59,8 +62,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from detector import simulate
 
-    config = simulate.SimConfig(accounts=args.accounts, days=args.days, seed=args.seed,
-                                attacks_per_scenario=args.attacks_per_scenario)
+    config = simulate.SimConfig(
+        accounts=args.accounts,
+        days=args.days,
+        seed=args.seed,
+        attacks_per_scenario=args.attacks_per_scenario,
+    )
     events = simulate.generate(config)
     if args.out:
         n = simulate.write_jsonl(events, Path(args.out))
@@ -71,9 +78,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {n} withdrawals to {args.out}: {json.dumps(labels, sort_keys=True)}")
         return 0
     settings = _settings(args)
-    sent = simulate.stream_to_kafka(events, bootstrap_servers=settings.bootstrap_servers,
-                                    topic=args.topic or settings.topic_withdrawals,
-                                    rate=args.rate, duration=args.duration)
+    sent = simulate.stream_to_kafka(
+        events,
+        bootstrap_servers=settings.bootstrap_servers,
+        topic=args.topic or settings.topic_withdrawals,
+        rate=args.rate,
+        duration=args.duration,
+    )
     print(f"sent {sent} withdrawals to {args.topic or settings.topic_withdrawals}")
     return 0
 
@@ -81,14 +92,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from detector.training import train
 
-    result = train(Path(args.events), Path(args.out), delay_rate=args.delay_rate,
-                   refuse_rate=args.refuse_rate, n_estimators=args.trees,
-                   max_samples=args.max_samples, seed=args.seed, plots=not args.no_plots)
+    result = train(
+        Path(args.events),
+        Path(args.out),
+        delay_rate=args.delay_rate,
+        refuse_rate=args.refuse_rate,
+        n_estimators=args.trees,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        plots=not args.no_plots,
+    )
     report = result.report
-    print(f"model {report['model_version']} trained on {report['events']} withdrawals "
-          f"-> {args.out}")
-    print(f"thresholds: delay >= {report['thresholds']['delay_threshold']:.4f}, "
-          f"refuse >= {report['thresholds']['refuse_threshold']:.4f}")
+    print(
+        f"model {report['model_version']} trained on {report['events']} withdrawals -> {args.out}"
+    )
+    print(
+        f"thresholds: delay >= {report['thresholds']['delay_threshold']:.4f}, "
+        f"refuse >= {report['thresholds']['refuse_threshold']:.4f}"
+    )
     return 0
 
 
@@ -112,8 +133,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if "attack_recall" in report and not args.no_plots:
             from detector.plots import save_precision_recall_png
 
-            save_precision_recall_png(result.scores, result.labels, model.policy,
-                                      path.with_name(path.stem + "_pr.png"))
+            save_precision_recall_png(
+                result.scores, result.labels, model.policy, path.with_name(path.stem + "_pr.png")
+            )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -128,8 +150,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from detector.demo import run_demo
 
-    return run_demo(Settings.from_env(), duration=args.duration, rate=args.rate,
-                    accounts=args.accounts)
+    return run_demo(
+        Settings.from_env(), duration=args.duration, rate=args.rate, accounts=args.accounts
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--delay-rate", type=float, default=0.01)
     p.add_argument("--refuse-rate", type=float, default=0.001)
-    p.add_argument("--trees", type=int, default=200)
-    p.add_argument("--max-samples", type=int, default=2048)
+    p.add_argument("--trees", type=int, default=DEFAULT_TREES, help="number of trees")
+    p.add_argument(
+        "--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, help="rows per tree subsample"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_train)

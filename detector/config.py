@@ -32,8 +32,9 @@ class Settings:
 
     bootstrap_servers: str = field(
         default="127.0.0.1:9092",
-        metadata=_env("", "Kafka bootstrap servers (host:port[,host:port])",
-                      env="KAFKA_BOOTSTRAP_SERVERS"),
+        metadata=_env(
+            "", "Kafka bootstrap servers (host:port[,host:port])", env="KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     app_id: str = field(
         default="withdrawal-detector",
@@ -74,13 +75,12 @@ class Settings:
         default=6066,
         metadata=_env("web_port", "HTTP port of /metrics, /healthz and /readyz"),
     )
-    web_host: str = field(
-        default="127.0.0.1", metadata=_env("web_host", "HTTP bind address")
-    )
+    web_host: str = field(default="127.0.0.1", metadata=_env("web_host", "HTTP bind address"))
     stuck_after_s: float = field(
         default=60.0,
-        metadata=_env("stuck_after_s",
-                      "/healthz fails after this many seconds of lag without progress"),
+        metadata=_env(
+            "stuck_after_s", "/healthz fails after this many seconds of lag without progress"
+        ),
     )
     hold_seconds: int = field(
         default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")

@@ -106,12 +106,18 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         tally = _Tally()
         consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
         consumer.start()
-        events = simulate.generate(simulate.SimConfig(
-            accounts=accounts, days=max(2.0, duration * rate / max(accounts, 1) / 0.9),
-            seed=int(run_id, 16) % 10_000))
+        events = simulate.generate(
+            simulate.SimConfig(
+                accounts=accounts,
+                days=max(2.0, duration * rate / max(accounts, 1) / 0.9),
+                seed=int(run_id, 16) % 10_000,
+            )
+        )
         events = events[: int(duration * rate)]
-        _say(f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
-             f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops")
+        _say(
+            f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
+            f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops"
+        )
         sender = threading.Thread(target=_send, args=(demo, events, rate, tally), daemon=True)
         sender.start()
         _watch(tally, sender, len(events), stop)
@@ -154,42 +160,53 @@ def _ensure_model(settings: Settings) -> None:
 
     path = settings.data_dir / "demo-training.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _say(f"[2/5] no model in {settings.model_dir}: simulating {_TRAIN_ACCOUNTS} accounts x "
-         f"{_TRAIN_DAYS:.0f} days of history and training one")
-    simulate.write_jsonl(simulate.generate(simulate.SimConfig(
-        accounts=_TRAIN_ACCOUNTS, days=_TRAIN_DAYS, seed=1)), path)
+    _say(
+        f"[2/5] no model in {settings.model_dir}: simulating {_TRAIN_ACCOUNTS} accounts x "
+        f"{_TRAIN_DAYS:.0f} days of history and training one"
+    )
+    simulate.write_jsonl(
+        simulate.generate(simulate.SimConfig(accounts=_TRAIN_ACCOUNTS, days=_TRAIN_DAYS, seed=1)),
+        path,
+    )
     result = train(path, settings.model_dir)
     _say(f"      trained {result.model.version} on {result.report['events']} withdrawals")
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     log_path = settings.data_dir / f"{settings.app_id}.log"
-    env = {**os.environ,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "DETECTOR_APP_ID": settings.app_id,
-           "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
-           "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
-           "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
-           "DETECTOR_WEB_PORT": str(settings.web_port),
-           "DETECTOR_MODEL_DIR": str(settings.model_dir),
-           "DETECTOR_DATA_DIR": str(settings.data_dir),
-           "DETECTOR_LOG_LEVEL": "warning"}
-    _say(f"[4/5] starting worker (log: {log_path}, metrics: "
-         f"http://{settings.web_host}:{settings.web_port}/metrics)")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "DETECTOR_APP_ID": settings.app_id,
+        "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
+        "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
+        "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
+        "DETECTOR_WEB_PORT": str(settings.web_port),
+        "DETECTOR_MODEL_DIR": str(settings.model_dir),
+        "DETECTOR_DATA_DIR": str(settings.data_dir),
+        "DETECTOR_LOG_LEVEL": "warning",
+    }
+    _say(
+        f"[4/5] starting worker (log: {log_path}, metrics: "
+        f"http://{settings.web_host}:{settings.web_port}/metrics)"
+    )
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "detector", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://{settings.web_host}:{settings.web_port}/readyz"
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while time.monotonic() < deadline:
+    began = time.monotonic()
+    while time.monotonic() < began + _READY_TIMEOUT_S:
         if proc.poll() is not None:
-            raise DetectorError(f"worker exited with {proc.returncode}:\n"
-                                + _tail(log_path))
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status == 200:
-                    _say(f"      worker ready in {_READY_TIMEOUT_S - (deadline - time.monotonic()):.1f} s")
-                    return proc
+            raise DetectorError(f"worker exited with {proc.returncode}:\n" + _tail(log_path))
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1.0) as response:
+            if response.status == 200:
+                _say(f"      worker ready in {time.monotonic() - began:.1f} s")
+                return proc
         time.sleep(0.3)
     proc.terminate()
     raise DetectorError(f"worker not ready after {_READY_TIMEOUT_S:.0f} s:\n" + _tail(log_path))
@@ -232,15 +249,21 @@ def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: 
         for i in range(_INVALID_RECORDS):
             if done.wait(span_s / (_INVALID_RECORDS + 1)):
                 return
-            inner.send(settings.topic_withdrawals, value=_MALFORMED[i % len(_MALFORMED)],
-                       key=b"demo")
+            inner.send(
+                settings.topic_withdrawals, value=_MALFORMED[i % len(_MALFORMED)], key=b"demo"
+            )
 
     side = threading.Thread(target=send_malformed, daemon=True)
     side.start()
     try:
-        simulate.stream_to_kafka(events, bootstrap_servers=settings.bootstrap_servers,
-                                 topic=settings.topic_withdrawals, rate=rate,
-                                 shift_to_now=False, producer=_RecordingProducer(inner, tally))
+        simulate.stream_to_kafka(
+            events,
+            bootstrap_servers=settings.bootstrap_servers,
+            topic=settings.topic_withdrawals,
+            rate=rate,
+            shift_to_now=False,
+            producer=_RecordingProducer(inner, tally),
+        )
     finally:
         done.set()
         side.join()
@@ -251,10 +274,15 @@ def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: 
 def _consume(settings: Settings, tally: _Tally, stop: threading.Event) -> None:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(settings.topic_decisions, settings.topic_dlq,
-                             bootstrap_servers=settings.bootstrap_list,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=200)
+    consumer = KafkaConsumer(
+        settings.topic_decisions,
+        settings.topic_dlq,
+        bootstrap_servers=settings.bootstrap_list,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=200,
+    )
     try:
         while not stop.is_set():
             for record in consumer:
@@ -262,8 +290,12 @@ def _consume(settings: Settings, tally: _Tally, stop: threading.Event) -> None:
                 if record.topic == settings.topic_dlq:
                     headers = dict(record.headers or [])
                     with tally.lock:
-                        tally.dlq.append((headers.get("dlq.code", b"?").decode(),
-                                          headers.get("dlq.reason", b"?").decode()))
+                        tally.dlq.append(
+                            (
+                                headers.get("dlq.code", b"?").decode(),
+                                headers.get("dlq.reason", b"?").decode(),
+                            )
+                        )
                     continue
                 verdict = json.loads(record.value)
                 wid = verdict["withdrawal_id"]
@@ -299,9 +331,11 @@ def _watch(tally: _Tally, sender: threading.Thread, total: int, stop: threading.
 def _progress(tally: _Tally, elapsed: float) -> str:
     kinds = Counter(v["verdict"] for v in tally.verdicts.values())
     lat = _percentiles(tally.latencies[-5000:])
-    return (f"  t={elapsed:5.1f}s  sent {tally.sent:6d}  verdicts {len(tally.verdicts):6d} "
-            f"(allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']})  "
-            f"dlq {len(tally.dlq)}  latency p50 {lat[0]:.1f} ms p99 {lat[1]:.1f} ms")
+    return (
+        f"  t={elapsed:5.1f}s  sent {tally.sent:6d}  verdicts {len(tally.verdicts):6d} "
+        f"(allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']})  "
+        f"dlq {len(tally.dlq)}  latency p50 {lat[0]:.1f} ms p99 {lat[1]:.1f} ms"
+    )
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -326,24 +360,33 @@ def _summary(tally: _Tally) -> None:
         dlq = list(tally.dlq)
         duplicates = tally.duplicates
     _say("\n=== demo summary ===")
-    _say(f"withdrawals sent: {len(tally.sent_at)}   verdicts: {len(verdicts)}   "
-         f"missing: {missing}   duplicate verdict messages: {duplicates}")
+    _say(
+        f"withdrawals sent: {len(tally.sent_at)}   verdicts: {len(verdicts)}   "
+        f"missing: {missing}   duplicate verdict messages: {duplicates}"
+    )
     _say(f"verdicts: allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']}")
-    _say(f"end-to-end latency (produced -> verdict consumed): p50 {p50:.1f} ms, "
-         f"p99 {p99:.1f} ms")
-    _say(f"dead-letter records: {len(dlq)} "
-         f"({', '.join(sorted({code for code, _ in dlq})) or 'none'})")
+    _say(f"end-to-end latency (produced -> verdict consumed): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    _say(
+        f"dead-letter records: {len(dlq)} "
+        f"({', '.join(sorted({code for code, _ in dlq})) or 'none'})"
+    )
     for label in sorted(totals):
         if label and label != "normal":
-            _say(f"  {label:18s} {flagged[label]:4d}/{totals[label]:<4d} flagged "
-                 f"({flagged[label] / totals[label]:.0%})")
+            _say(
+                f"  {label:18s} {flagged[label]:4d}/{totals[label]:<4d} flagged "
+                f"({flagged[label] / totals[label]:.0%})"
+            )
     if totals["normal"]:
-        _say(f"  {'normal':18s} {flagged['normal']:4d}/{totals['normal']:<4d} flagged "
-             f"({flagged['normal'] / totals['normal']:.2%})")
+        _say(
+            f"  {'normal':18s} {flagged['normal']:4d}/{totals['normal']:<4d} flagged "
+            f"({flagged['normal'] / totals['normal']:.2%})"
+        )
     refused = [v for v in verdicts.values() if v["verdict"] == "refuse"][:5]
     if refused:
         _say("some refused withdrawals:")
     for v in refused:
         reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in v["reasons"])
-        _say(f"  {v['withdrawal_id']} account {v['account_id']} score {v['score']:.3f} "
-             f"[{tally.labels.get(v['withdrawal_id'], '?')}] -> {reasons}")
+        _say(
+            f"  {v['withdrawal_id']} account {v['account_id']} score {v['score']:.3f} "
+            f"[{tally.labels.get(v['withdrawal_id'], '?')}] -> {reasons}"
+        )

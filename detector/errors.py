@@ -35,7 +35,7 @@ class ConfigError(DetectorError):
     """A setting is missing or malformed."""
 
 
-class InvalidEvent(DetectorError):
+class InvalidEvent(DetectorError):  # noqa: N818 - the contract's word: "an invalid event"
     """A withdrawal event breaks the contract."""
 
     def __init__(self, code: str, reason: str) -> None:

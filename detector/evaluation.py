@@ -41,7 +41,7 @@ from detector.features import FEATURE_NAMES
 from detector.model import Model
 from detector.plots import precision_recall_curve
 from detector.replay import replay
-from detector.training import train
+from detector.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES, train
 
 __all__ = [
     "MAX_SAMPLES",
@@ -73,8 +73,8 @@ TEST_ATTACKS_PER_SCENARIO = 24
 _ACCOUNTS_PER_TEST_ATTACK = 40
 # Our forest and the raw-amount baseline forest: trees, subsample size (rows) and seed;
 # the `detector train` defaults.
-N_ESTIMATORS = 200
-MAX_SAMPLES = 256
+N_ESTIMATORS = DEFAULT_TREES  # same forest size as `detector train`
+MAX_SAMPLES = DEFAULT_MAX_SAMPLES
 MODEL_SEED = 0
 # Floor before taking ln(amount_usd) (USD): one cent, guards ln(0) on dust amounts.
 _MIN_LOG_USD = 0.01

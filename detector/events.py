@@ -17,8 +17,14 @@ from typing import Any
 
 from detector.errors import InvalidEvent
 
-__all__ = ["MAX_EVENT_BYTES", "Withdrawal", "format_rfc3339", "parse_rfc3339", "parse_withdrawal",
-           "validate_withdrawal"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "Withdrawal",
+    "format_rfc3339",
+    "parse_rfc3339",
+    "parse_withdrawal",
+    "validate_withdrawal",
+]
 
 # Bigger than any sane withdrawal with metadata; guards the parser against abuse (bytes).
 MAX_EVENT_BYTES = 64 * 1024
@@ -86,8 +92,9 @@ def parse_withdrawal(raw: bytes, *, key: bytes | None = None) -> Withdrawal:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidEvent("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte "
-                                           f"{exc.start}") from None
+        raise InvalidEvent(
+            "invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
     except InvalidEvent:
@@ -113,56 +120,83 @@ def parse_withdrawal(raw: bytes, *, key: bytes | None = None) -> Withdrawal:
 def validate_withdrawal(doc: Any) -> Withdrawal:
     """Validate an already-decoded JSON document against the contract."""
     if not isinstance(doc, dict):
-        raise InvalidEvent("not_an_object", f"event must be a JSON object, got "
-                                            f"{_json_type(doc)}")
+        raise InvalidEvent("not_an_object", f"event must be a JSON object, got {_json_type(doc)}")
     missing = [name for name in _REQUIRED if name not in doc or doc[name] is None]
     if missing:
         raise InvalidEvent("missing_field", f"required field(s) missing: {', '.join(missing)}")
     withdrawal_id = _id(doc, "withdrawal_id")
     account_id = _id(doc, "account_id")
     asset = doc["asset"]
-    if not isinstance(asset, str) or not 1 <= len(asset) <= MAX_ASSET_CHARS \
-            or not _ASSET.match(asset):
-        raise InvalidEvent("bad_asset", f"asset must be a ticker like \"BTC\" (1..{MAX_ASSET_CHARS}"
-                                        f" letters/digits), got {_show(asset)}")
+    if (
+        not isinstance(asset, str)
+        or not 1 <= len(asset) <= MAX_ASSET_CHARS
+        or not _ASSET.match(asset)
+    ):
+        raise InvalidEvent(
+            "bad_asset",
+            f'asset must be a ticker like "BTC" (1..{MAX_ASSET_CHARS}'
+            f" letters/digits), got {_show(asset)}",
+        )
     amount = _amount(doc["amount"])
     amount_usd = _amount_usd(doc.get("amount_usd"))
     destination = doc["destination"]
-    if not isinstance(destination, str) or not destination.strip() \
-            or len(destination) > MAX_DESTINATION_CHARS:
-        raise InvalidEvent("bad_destination", f"destination must be a non-empty address string "
-                                              f"of at most {MAX_DESTINATION_CHARS} characters, "
-                                              f"got {_show(destination)}")
+    if (
+        not isinstance(destination, str)
+        or not destination.strip()
+        or len(destination) > MAX_DESTINATION_CHARS
+    ):
+        raise InvalidEvent(
+            "bad_destination",
+            f"destination must be a non-empty address string "
+            f"of at most {MAX_DESTINATION_CHARS} characters, "
+            f"got {_show(destination)}",
+        )
     requested_text = doc["requested_at"]
     if not isinstance(requested_text, str):
-        raise InvalidEvent("bad_timestamp", f"requested_at must be an RFC 3339 string, got "
-                                            f"{_json_type(requested_text)}")
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"requested_at must be an RFC 3339 string, got {_json_type(requested_text)}",
+        )
     requested_at = parse_rfc3339(requested_text)
     metadata = doc.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidEvent("bad_metadata", f"metadata must be an object, got "
-                                           f"{_json_type(metadata)}")
-    return Withdrawal(withdrawal_id, account_id, asset, amount, amount_usd, destination,
-                      requested_at, requested_text, metadata)
+        raise InvalidEvent(
+            "bad_metadata", f"metadata must be an object, got {_json_type(metadata)}"
+        )
+    return Withdrawal(
+        withdrawal_id,
+        account_id,
+        asset,
+        amount,
+        amount_usd,
+        destination,
+        requested_at,
+        requested_text,
+        metadata,
+    )
 
 
 def parse_rfc3339(text: str) -> float:
     """RFC 3339 timestamp with a zone -> epoch seconds; anything else is InvalidEvent."""
     if not _RFC3339.match(text):
-        raise InvalidEvent("bad_timestamp", f"requested_at must be RFC 3339 with a zone, e.g. "
-                                            f"2026-11-24T10:00:00Z, got {_show(text)}")
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"requested_at must be RFC 3339 with a zone, e.g. "
+            f"2026-11-24T10:00:00Z, got {_show(text)}",
+        )
     normalized = text.replace("t", "T").replace("z", "Z").replace(" ", "T", 1)
     if "." in normalized:  # fromisoformat takes at most 6 fractional digits
         head, _, rest = normalized.partition(".")
         digits = re.match(r"\d+", rest)
         assert digits is not None  # guaranteed by _RFC3339
         frac = digits.group(0)
-        normalized = f"{head}.{frac[:6].ljust(6, '0')}{rest[len(frac):]}"
+        normalized = f"{head}.{frac[:6].ljust(6, '0')}{rest[len(frac) :]}"
     try:
         return datetime.fromisoformat(normalized).timestamp()
     except ValueError as exc:
-        raise InvalidEvent("bad_timestamp", f"requested_at {text!r} is not a real date/time: "
-                                            f"{exc}") from None
+        raise InvalidEvent(
+            "bad_timestamp", f"requested_at {text!r} is not a real date/time: {exc}"
+        ) from None
 
 
 def format_rfc3339(epoch_seconds: float) -> str:
@@ -174,21 +208,23 @@ def format_rfc3339(epoch_seconds: float) -> str:
 def _id(doc: dict[str, Any], name: str) -> str:
     value = doc[name]
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_CHARS:
-        raise InvalidEvent(f"bad_{name}", f"{name} must be a string of 1..{MAX_ID_CHARS} "
-                                          f"characters, got {_show(value)}")
+        raise InvalidEvent(
+            f"bad_{name}",
+            f"{name} must be a string of 1..{MAX_ID_CHARS} characters, got {_show(value)}",
+        )
     return value
 
 
 def _amount(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise InvalidEvent("bad_amount", f"amount must be a decimal string or a number, got "
-                                         f"{_json_type(value)}")
+        raise InvalidEvent(
+            "bad_amount", f"amount must be a decimal string or a number, got {_json_type(value)}"
+        )
     text = value.strip() if isinstance(value, str) else repr(value)
     try:
         number = Decimal(text)
     except InvalidOperation:
-        raise InvalidEvent("bad_amount", f"amount {_show(value)} is not a decimal number") \
-            from None
+        raise InvalidEvent("bad_amount", f"amount {_show(value)} is not a decimal number") from None
     if not number.is_finite():
         raise InvalidEvent("bad_amount", f"amount must be finite, got {_show(value)}")
     if number <= 0:
@@ -202,8 +238,9 @@ def _amount_usd(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidEvent("bad_amount_usd", f"amount_usd must be a number, got "
-                                             f"{_json_type(value)}")
+        raise InvalidEvent(
+            "bad_amount_usd", f"amount_usd must be a number, got {_json_type(value)}"
+        )
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise InvalidEvent("bad_amount_usd", f"amount_usd must be finite and >= 0, got {value!r}")
@@ -215,13 +252,18 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-

@@ -24,6 +24,7 @@ whose latest payment to the destination lies in (t - W, +inf).
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -157,18 +158,28 @@ class DestinationFeatures:
     fan_in_new_2h: int
 
 
+@functools.lru_cache(maxsize=1 << 16)  # hot accounts and addresses repeat; 64k entries
 def destination_key(text: str) -> str:
     """Short stable digest of an address or id: bounds state size whatever its length."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def new_account_state() -> dict[str, Any]:
-    return {"ts": [], "usd": [], "dst": [], "la": [], "known": {}, "n": 0, "first": None,
-            "last": None}
+    return {
+        "ts": [],
+        "usd": [],
+        "dst": [],
+        "la": [],
+        "known": {},
+        "n": 0,
+        "first": None,
+        "last": None,
+    }
 
 
-def account_step(state: dict[str, Any] | None, event: Withdrawal
-                 ) -> tuple[dict[str, Any], AccountFeatures]:
+def account_step(
+    state: dict[str, Any] | None, event: Withdrawal
+) -> tuple[dict[str, Any], AccountFeatures]:
     """Features of ``event`` against the account's history, and the updated state.
 
     ``state`` is updated in place and returned (the caller writes it back to its table).
@@ -191,10 +202,11 @@ def account_step(state: dict[str, Any] | None, event: Withdrawal
     count_1h = hi - lo_1h + 1
     count_24h = hi - lo_24h + 1
     window_usd = amounts[lo_24h:hi]
-    sum_24h = math.fsum(window_usd) + usd
+    sum_24h = sum(window_usd) + usd
     low = STRUCTURING_BAND * STRUCTURING_LIMIT_USD
-    near_limit_24h = sum(1 for a in window_usd if low <= a < STRUCTURING_LIMIT_USD) + (
-        1 if low <= usd < STRUCTURING_LIMIT_USD else 0)
+    near_limit_24h = (low <= usd < STRUCTURING_LIMIT_USD) + (
+        sum([low <= a < STRUCTURING_LIMIT_USD for a in window_usd]) if window_usd else 0
+    )
     known: dict[str, float] = st["known"]
     new_destination = dkey not in known
     distinct_24h = len(set(dsts[lo_24h:hi]) | {dkey})
@@ -205,7 +217,11 @@ def account_step(state: dict[str, Any] | None, event: Withdrawal
     if logs:
         ordered = sorted(logs)
         med_own = _median_sorted(ordered)
-        mad = _median_sorted(sorted(abs(x - med_own) for x in ordered))
+        # |x - median| of a sorted list is two sorted runs; sorted() merges runs in O(n).
+        mid = bisect.bisect_left(ordered, med_own)
+        deviations = [med_own - x for x in reversed(ordered[:mid])]
+        deviations += [x - med_own for x in ordered[mid:]]
+        mad = _median_sorted(sorted(deviations))
         spread_own = max(MAD_TO_SIGMA * mad, MIN_LOG_SPREAD)
     else:
         med_own, spread_own = PRIOR_LOG_MEDIAN, PRIOR_LOG_SPREAD
@@ -220,8 +236,10 @@ def account_step(state: dict[str, Any] | None, event: Withdrawal
     if n >= 2 and first is not None and last is not None and last > first:
         usual_gap = (last - first) / (n - 1)
         gap_weight = (n - 1) / (n - 1 + PRIOR_WEIGHT)
-        usual_gap = math.exp(gap_weight * math.log(max(usual_gap, MIN_GAP_S))
-                             + (1 - gap_weight) * math.log(PRIOR_GAP_S))
+        usual_gap = math.exp(
+            gap_weight * math.log(max(usual_gap, MIN_GAP_S))
+            + (1 - gap_weight) * math.log(PRIOR_GAP_S)
+        )
     else:
         usual_gap = PRIOR_GAP_S
     usual_daily_count = DAY_S / usual_gap
@@ -229,13 +247,23 @@ def account_step(state: dict[str, Any] | None, event: Withdrawal
     prev = ts[hi - 1] if hi > 0 else (last if last is not None and last <= t else None)
     gap = None if prev is None else t - prev
 
+    # Positional: this runs once per withdrawal on the hot path (field order as declared).
     feats = AccountFeatures(
-        usd=usd, history_n=n, median_usd=typical_usd, amount_z=amount_z,
-        count_10m=count_10m, count_1h=count_1h, count_24h=count_24h,
-        usual_daily_count=usual_daily_count, sum_24h=sum_24h,
-        usual_daily_usd=usual_daily_count * typical_usd, gap_s=gap, usual_gap_s=usual_gap,
-        new_destination=new_destination, distinct_destinations_24h=distinct_24h,
-        near_limit_24h=near_limit_24h,
+        usd,
+        n,
+        typical_usd,
+        amount_z,
+        count_10m,
+        count_1h,
+        count_24h,
+        usual_daily_count,
+        sum_24h,
+        usual_daily_count * typical_usd,
+        gap,
+        usual_gap,
+        new_destination,
+        distinct_24h,
+        near_limit_24h,
     )
 
     # Update in place: insert in time order, drop what left retention, keep lists bounded.
@@ -258,8 +286,9 @@ def account_step(state: dict[str, Any] | None, event: Withdrawal
     return st, feats
 
 
-def destination_step(state: dict[str, Any] | None, event: Withdrawal, *, new_for_account: bool
-                     ) -> tuple[dict[str, Any], DestinationFeatures]:
+def destination_step(
+    state: dict[str, Any] | None, event: Withdrawal, *, new_for_account: bool
+) -> tuple[dict[str, Any], DestinationFeatures]:
     """Cross-account fan-in of ``event.destination``; the state is keyed by destination.
 
     ``state`` is updated in place and returned.
@@ -299,21 +328,24 @@ def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float
     if gap is None:
         rapid = dormant = 0.0
     else:
-        ratio = math.log10(acc.usual_gap_s / max(gap, MIN_GAP_S))
-        rapid = max(0.0, ratio)
-        dormant = max(0.0, -ratio)
+        ratio = math.log10(acc.usual_gap_s / (gap if gap > MIN_GAP_S else MIN_GAP_S))
+        rapid = ratio if ratio > 0.0 else 0.0
+        dormant = -ratio if ratio < 0.0 else 0.0
+    usd = acc.usd
+    day_count = math.log2(acc.count_24h / max(acc.usual_daily_count, 1.0))
+    day_volume = math.log10(acc.sum_24h / max(acc.usual_daily_usd, 1e-9))
     return [
-        math.log10(max(acc.usd, LARGE_AMOUNT_FLOOR_USD)),
+        math.log10(usd if usd > LARGE_AMOUNT_FLOOR_USD else LARGE_AMOUNT_FLOOR_USD),
         acc.amount_z,
         math.log2(acc.count_10m),
         math.log2(acc.count_1h),
-        max(0.0, math.log2(acc.count_24h / max(acc.usual_daily_count, 1.0))),
-        max(0.0, math.log10(acc.sum_24h / max(acc.usual_daily_usd, 1e-9))),
+        day_count if day_count > 0.0 else 0.0,
+        day_volume if day_volume > 0.0 else 0.0,
         rapid,
         dormant,
         1.0 if acc.new_destination else 0.0,
         math.log2(1 + acc.near_limit_24h),
-        math.log2(max(dst.fan_in_24h, 1)),
+        math.log2(dst.fan_in_24h) if dst.fan_in_24h > 1 else 0.0,
         math.log2(1 + dst.fan_in_new_2h),
     ]
 
@@ -324,11 +356,15 @@ def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) 
     if feature == "large_amount":
         text = f"amount ${acc.usd:,.0f} is large"
     elif feature == "amount_vs_history" and acc.history_n == 0:
-        text = (f"first withdrawal of the account is ${acc.usd:,.0f}, "
-                f"{acc.usd / max(acc.median_usd, 1e-9):,.0f}x a typical ${acc.median_usd:,.0f}")
+        text = (
+            f"first withdrawal of the account is ${acc.usd:,.0f}, "
+            f"{acc.usd / max(acc.median_usd, 1e-9):,.0f}x a typical ${acc.median_usd:,.0f}"
+        )
     elif feature == "amount_vs_history":
-        text = (f"amount {acc.usd / max(acc.median_usd, 1e-9):,.0f}x the account's median "
-                f"(${acc.usd:,.0f} vs ${acc.median_usd:,.0f} over {acc.history_n} withdrawals)")
+        text = (
+            f"amount {acc.usd / max(acc.median_usd, 1e-9):,.0f}x the account's median "
+            f"(${acc.usd:,.0f} vs ${acc.median_usd:,.0f} over {acc.history_n} withdrawals)"
+        )
     elif feature == "velocity_10m":
         text = f"{acc.count_10m} withdrawals in the last 10 minutes"
     elif feature == "velocity_1h":
@@ -336,20 +372,28 @@ def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) 
     elif feature == "velocity_24h":
         text = f"{acc.count_24h} withdrawals in 24 h, usual {acc.usual_daily_count:.1f} per day"
     elif feature == "daily_volume":
-        text = (f"${acc.sum_24h:,.0f} withdrawn in 24 h, "
-                f"{acc.sum_24h / max(acc.usual_daily_usd, 1e-9):,.1f}x the usual daily "
-                f"${acc.usual_daily_usd:,.0f}")
+        text = (
+            f"${acc.sum_24h:,.0f} withdrawn in 24 h, "
+            f"{acc.sum_24h / max(acc.usual_daily_usd, 1e-9):,.1f}x the usual daily "
+            f"${acc.usual_daily_usd:,.0f}"
+        )
     elif feature == "rapid_succession":
-        text = (f"{_duration(acc.gap_s or 0.0)} since the previous withdrawal, usual gap "
-                f"{_duration(acc.usual_gap_s)}")
+        text = (
+            f"{_duration(acc.gap_s or 0.0)} since the previous withdrawal, usual gap "
+            f"{_duration(acc.usual_gap_s)}"
+        )
     elif feature == "dormant_account":
-        text = (f"first withdrawal in {_duration(acc.gap_s or 0.0)}, usual gap "
-                f"{_duration(acc.usual_gap_s)}")
+        text = (
+            f"first withdrawal in {_duration(acc.gap_s or 0.0)}, usual gap "
+            f"{_duration(acc.usual_gap_s)}"
+        )
     elif feature == "new_destination":
         text = f"destination never used by this account (history {acc.history_n} withdrawals)"
     elif feature == "structuring":
-        text = (f"{acc.near_limit_24h} withdrawals in 24 h just under the "
-                f"${STRUCTURING_LIMIT_USD:,.0f} limit")
+        text = (
+            f"{acc.near_limit_24h} withdrawals in 24 h just under the "
+            f"${STRUCTURING_LIMIT_USD:,.0f} limit"
+        )
     elif feature == "fan_in":
         text = f"{dst.fan_in_24h} distinct accounts paid this destination in 24 h"
     else:

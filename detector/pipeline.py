@@ -28,9 +28,18 @@ from detector.features import (
 from detector.model import Model
 from detector.policy import explain
 
-__all__ = ["SCHEMA_VERSION", "Decider", "FeatureState", "Pending", "feature_rows", "make_verdict"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCORE_DECIMALS",
+    "Decider",
+    "FeatureState",
+    "Pending",
+    "feature_rows",
+    "make_verdict",
+]
 
 SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
+SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +65,9 @@ class FeatureState:
         return acc
 
     def destination(self, event: Withdrawal, acc: AccountFeatures) -> Pending:
-        state, dst = destination_step(self.destinations.get(event.destination), event,
-                                      new_for_account=acc.new_destination)
+        state, dst = destination_step(
+            self.destinations.get(event.destination), event, new_for_account=acc.new_destination
+        )
         self.destinations[event.destination] = state
         return Pending(event, acc, dst, feature_vector(acc, dst))
 
@@ -87,8 +97,7 @@ class Decider:
             return np.empty(0)
         return self.model.forest.score(np.array([it.row for it in items], dtype=np.float64))
 
-    def decide(self, items: Sequence[Pending], *, now: float | None = None
-               ) -> list[dict[str, Any]]:
+    def decide(self, items: Sequence[Pending], *, now: float | None = None) -> list[dict[str, Any]]:
         """One verdict document per item, in order."""
         scores = self.last_scores = self.scores(items)
         policy = self.model.policy
@@ -100,23 +109,42 @@ class Decider:
             excess = self.model.forest.contributions(rows) - self._expected
             for k, i in enumerate(flagged):
                 it = items[i]
-                reasons[i] = [{"code": r.code, "detail": r.detail} for r in
-                              explain(it.row, excess[k], self._ordinary, it.acc, it.dst)]
+                reasons[i] = [
+                    {"code": r.code, "detail": r.detail}
+                    for r in explain(it.row, excess[k], self._ordinary, it.acc, it.dst)
+                ]
         decided_at = format_rfc3339(time.time() if now is None else now)
-        return [make_verdict(it.event, verdicts[i], float(scores[i]), reasons.get(i, []),
-                             model_version=self.model.version, hold_seconds=self.hold_seconds,
-                             decided_at=decided_at)
-                for i, it in enumerate(items)]
+        rounded = np.round(scores, SCORE_DECIMALS).tolist()
+        return [
+            make_verdict(
+                it.event,
+                verdicts[i],
+                rounded[i],
+                reasons.get(i, []),
+                model_version=self.model.version,
+                hold_seconds=self.hold_seconds,
+                decided_at=decided_at,
+            )
+            for i, it in enumerate(items)
+        ]
 
 
-def make_verdict(event: Withdrawal, verdict: str, score: float, reasons: list[dict[str, str]],
-                 *, model_version: str, hold_seconds: int, decided_at: str) -> dict[str, Any]:
+def make_verdict(
+    event: Withdrawal,
+    verdict: str,
+    score: float,
+    reasons: list[dict[str, str]],
+    *,
+    model_version: str,
+    hold_seconds: int,
+    decided_at: str,
+) -> dict[str, Any]:
     """The verdict document of the contract (plain JSON, no Faust fields)."""
     doc: dict[str, Any] = {
         "withdrawal_id": event.withdrawal_id,
         "account_id": event.account_id,
         "verdict": verdict,
-        "score": round(score, 6),
+        "score": score,
         "reasons": reasons,
         "model_version": model_version,
         "decided_at": decided_at,

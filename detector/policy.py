@@ -8,8 +8,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detector.features import FEATURE_NAMES, AccountFeatures, DestinationFeatures, Reason, \
-    reason_detail
+from detector.features import (
+    FEATURE_NAMES,
+    AccountFeatures,
+    DestinationFeatures,
+    Reason,
+    reason_detail,
+)
 
 __all__ = ["MAX_REASONS", "Policy", "Verdict", "explain"]
 
@@ -27,8 +32,9 @@ class Policy:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.delay_threshold <= self.refuse_threshold <= 1.0:
-            raise ValueError(f"need 0 <= delay ({self.delay_threshold}) <= refuse "
-                             f"({self.refuse_threshold}) <= 1")
+            raise ValueError(
+                f"need 0 <= delay ({self.delay_threshold}) <= refuse ({self.refuse_threshold}) <= 1"
+            )
 
     def verdict(self, score: float) -> Verdict:
         if score >= self.refuse_threshold:
@@ -38,12 +44,16 @@ class Policy:
         return "allow"
 
     def to_json(self) -> dict[str, Any]:
-        return {"delay_threshold": self.delay_threshold,
-                "refuse_threshold": self.refuse_threshold}
+        return {"delay_threshold": self.delay_threshold, "refuse_threshold": self.refuse_threshold}
 
 
-def explain(row: Sequence[float], excess: np.ndarray, ordinary: Sequence[float],
-            acc: AccountFeatures, dst: DestinationFeatures) -> list[Reason]:
+def explain(
+    row: Sequence[float],
+    excess: np.ndarray,
+    ordinary: Sequence[float],
+    acc: AccountFeatures,
+    dst: DestinationFeatures,
+) -> list[Reason]:
     """Top contributing features of one row, as reason codes with human details.
 
     ``excess`` is the row's per-feature path-depth credit minus the training mean (how much

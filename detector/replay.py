@@ -40,8 +40,13 @@ class ReplayResult:
         return len(self.verdicts) / self.seconds if self.seconds > 0 else float("inf")
 
 
-def replay(events: Iterable[Withdrawal], model: Model, *, hold_seconds: int = 3600,
-           now: float | None = None) -> ReplayResult:
+def replay(
+    events: Iterable[Withdrawal],
+    model: Model,
+    *,
+    hold_seconds: int = 3600,
+    now: float | None = None,
+) -> ReplayResult:
     """Decide every event (given in event-time order) as the worker would."""
     started = time.perf_counter()
     decider = Decider(model, hold_seconds=hold_seconds)
@@ -67,12 +72,18 @@ def replay(events: Iterable[Withdrawal], model: Model, *, hold_seconds: int = 36
             flush()
     if chunk:
         flush()
-    return ReplayResult(verdicts, np.concatenate(scores) if scores else np.empty(0), labels,
-                        time.perf_counter() - started, np.array(rows, dtype=np.float64))
+    return ReplayResult(
+        verdicts,
+        np.concatenate(scores) if scores else np.empty(0),
+        labels,
+        time.perf_counter() - started,
+        np.array(rows, dtype=np.float64),
+    )
 
 
-def quality_report(verdicts: Sequence[dict[str, Any]], labels: Sequence[str | None]
-                   ) -> dict[str, Any]:
+def quality_report(
+    verdicts: Sequence[dict[str, Any]], labels: Sequence[str | None]
+) -> dict[str, Any]:
     """Counts, and when labels exist: normal flagged rate, attack recall, recall by scenario."""
     counts = Counter(v["verdict"] for v in verdicts)
     report: dict[str, Any] = {
@@ -91,10 +102,12 @@ def quality_report(verdicts: Sequence[dict[str, Any]], labels: Sequence[str | No
     attack_total = sum(total_by[k] for k in attacks)
     report["normal_events"] = total_by["normal"]
     report["attack_events"] = attack_total
-    report["normal_flagged_rate"] = flagged_by["normal"] / total_by["normal"] \
-        if total_by["normal"] else 0.0
-    report["attack_recall"] = sum(flagged_by[k] for k in attacks) / attack_total \
-        if attack_total else None
+    report["normal_flagged_rate"] = (
+        flagged_by["normal"] / total_by["normal"] if total_by["normal"] else 0.0
+    )
+    report["attack_recall"] = (
+        sum(flagged_by[k] for k in attacks) / attack_total if attack_total else None
+    )
     report["by_scenario"] = {k: flagged_by[k] / total_by[k] for k in sorted(attacks)}
     report["by_scenario_events"] = {k: total_by[k] for k in sorted(attacks)}
     return report

@@ -32,8 +32,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def isolated_settings(bootstrap_servers: str, tmp: Path, *, partitions: int = 4,
-                      model_dir: Path = DEFAULT_MODEL, **overrides: Any) -> Settings:
+def isolated_settings(
+    bootstrap_servers: str,
+    tmp: Path,
+    *,
+    partitions: int = 4,
+    model_dir: Path = DEFAULT_MODEL,
+    **overrides: Any,
+) -> Settings:
     run = uuid.uuid4().hex[:10]
     return replace(
         Settings(),
@@ -52,19 +58,21 @@ def isolated_settings(bootstrap_servers: str, tmp: Path, *, partitions: int = 4,
 
 def worker_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "DETECTOR_APP_ID": settings.app_id,
-        "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
-        "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
-        "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
-        "DETECTOR_PARTITIONS": str(settings.partitions),
-        "DETECTOR_MODEL_DIR": str(settings.model_dir),
-        "DETECTOR_DATA_DIR": str(settings.data_dir),
-        "DETECTOR_WEB_PORT": str(settings.web_port),
-        "DETECTOR_STUCK_AFTER_S": str(settings.stuck_after_s),
-        "DETECTOR_LOG_LEVEL": "warning",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "DETECTOR_APP_ID": settings.app_id,
+            "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
+            "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
+            "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
+            "DETECTOR_PARTITIONS": str(settings.partitions),
+            "DETECTOR_MODEL_DIR": str(settings.model_dir),
+            "DETECTOR_DATA_DIR": str(settings.data_dir),
+            "DETECTOR_WEB_PORT": str(settings.web_port),
+            "DETECTOR_STUCK_AFTER_S": str(settings.stuck_after_s),
+            "DETECTOR_LOG_LEVEL": "warning",
+        }
+    )
     return env
 
 
@@ -83,9 +91,13 @@ def running_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "detector", "worker"],
-                                env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "worker"],
+            env=worker_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     try:
         url = f"http://127.0.0.1:{settings.web_port}/readyz"
         deadline = time.monotonic() + _READY_TIMEOUT_S
@@ -96,8 +108,9 @@ def running_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
                 if get(url)[0] == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready in {_READY_TIMEOUT_S}s:\n"
-                                     f"{log_tail(log_path)}")
+                raise AssertionError(
+                    f"worker not ready in {_READY_TIMEOUT_S}s:\n{log_tail(log_path)}"
+                )
             time.sleep(0.25)
         yield proc
     finally:
@@ -116,12 +129,12 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def produce(settings: Settings, records: list[tuple[bytes | None, bytes]],
-            topic: str | None = None) -> None:
+def produce(
+    settings: Settings, records: list[tuple[bytes | None, bytes]], topic: str | None = None
+) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all",
-                             linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", linger_ms=5)
     try:
         for key, value in records:
             producer.send(topic or settings.topic_withdrawals, key=key, value=value)
@@ -130,14 +143,20 @@ def produce(settings: Settings, records: list[tuple[bytes | None, bytes]],
         producer.close()
 
 
-def consume_until(settings: Settings, topics: list[str], done: Any, *, timeout: float = 120.0
-                  ) -> list[Any]:
+def consume_until(
+    settings: Settings, topics: list[str], done: Any, *, timeout: float = 120.0
+) -> list[Any]:
     """Read ``topics`` from the beginning until ``done(records)`` or the timeout."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_list,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500)
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap_list,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+    )
     records: list[Any] = []
     deadline = time.monotonic() + timeout
     try:

@@ -82,8 +82,9 @@ def test_undecodable_values(data: bytes, code: str, fragment: str) -> None:
     rejects(data, code, fragment)
 
 
-@pytest.mark.parametrize("field", ["withdrawal_id", "account_id", "asset", "amount",
-                                   "destination", "requested_at"])
+@pytest.mark.parametrize(
+    "field", ["withdrawal_id", "account_id", "asset", "amount", "destination", "requested_at"]
+)
 def test_each_required_field(field: str) -> None:
     rejects(raw(valid(**{field: _DROP})), "missing_field", field)
     rejects(raw(valid(**{field: None})), "missing_field", field)
@@ -123,11 +124,16 @@ def test_amount_positive_finite_decimal(amount: Any, fragment: str) -> None:
     rejects(raw(valid(amount=amount)), "bad_amount", fragment)
 
 
-@pytest.mark.parametrize(("value", "fragment"), [(-0.01, ">= 0"), ("12", "must be a number"),
-                                                 (True, "must be a number"), (1e400, "finite")])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [(-0.01, ">= 0"), ("12", "must be a number"), (True, "must be a number"), (1e400, "finite")],
+)
 def test_amount_usd_is_a_non_negative_number(value: Any, fragment: str) -> None:
-    data = raw(valid(amount_usd=value)) if value != 1e400 else \
-        raw(valid()).replace(b"17000.5", b"1e400")
+    data = (
+        raw(valid(amount_usd=value))
+        if value != 1e400
+        else raw(valid()).replace(b"17000.5", b"1e400")
+    )
     rejects(data, "bad_amount_usd", fragment)
 
 
@@ -140,9 +146,18 @@ def test_destination_is_an_address(destination: Any) -> None:
     rejects(raw(valid(destination=destination)), "bad_destination", "destination")
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-24T10:00:00", "2026-11-24", "yesterday",
-                                   "2026-11-24T10:00Z", "2026-13-01T00:00:00Z",
-                                   "2026-02-30T00:00:00Z", "1795514400"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-24T10:00:00",
+        "2026-11-24",
+        "yesterday",
+        "2026-11-24T10:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "1795514400",
+    ],
+)
 def test_requested_at_is_rfc3339_with_zone(stamp: str) -> None:
     rejects(raw(valid(requested_at=stamp)), "bad_timestamp", "requested_at")
 
@@ -151,13 +166,16 @@ def test_requested_at_must_be_a_string() -> None:
     rejects(raw(valid(requested_at=1795514400)), "bad_timestamp", "RFC 3339 string")
 
 
-@pytest.mark.parametrize(("stamp", "epoch"), [
-    ("2026-11-24T10:00:00Z", 1795514400.0),
-    ("2026-11-24t10:00:00z", 1795514400.0),
-    ("2026-11-24 11:00:00+01:00", 1795514400.0),
-    ("2026-11-24T10:00:00.5-00:00", 1795514400.5),
-    ("2026-11-24T10:00:00.123456789Z", 1795514400.123456),
-])
+@pytest.mark.parametrize(
+    ("stamp", "epoch"),
+    [
+        ("2026-11-24T10:00:00Z", 1795514400.0),
+        ("2026-11-24t10:00:00z", 1795514400.0),
+        ("2026-11-24 11:00:00+01:00", 1795514400.0),
+        ("2026-11-24T10:00:00.5-00:00", 1795514400.5),
+        ("2026-11-24T10:00:00.123456789Z", 1795514400.123456),
+    ],
+)
 def test_rfc3339_forms(stamp: str, epoch: float) -> None:
     assert parse_rfc3339(stamp) == pytest.approx(epoch, abs=1e-6)
 

@@ -29,13 +29,15 @@ H = 3600.0
 DAY = 86400.0
 
 
-def w(t: float, usd: float = 100.0, dest: str = "addr-1", account: str = "a1",
-      wid: str = "w") -> Withdrawal:
+def w(
+    t: float, usd: float = 100.0, dest: str = "addr-1", account: str = "a1", wid: str = "w"
+) -> Withdrawal:
     return Withdrawal(wid, account, "USDT", str(usd), usd, dest, t, "", None)
 
 
-def run(events: list[Withdrawal], state: dict[str, Any] | None = None
-        ) -> tuple[dict[str, Any] | None, list[AccountFeatures]]:
+def run(
+    events: list[Withdrawal], state: dict[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, list[AccountFeatures]]:
     out = []
     for e in events:
         state, feats = account_step(state, e)
@@ -46,8 +48,9 @@ def run(events: list[Withdrawal], state: dict[str, Any] | None = None
 
 
 def named(acc: AccountFeatures, dst: DestinationFeatures | None = None) -> dict[str, float]:
-    return dict(zip(FEATURE_NAMES, feature_vector(acc, dst or DestinationFeatures(1, 0)),
-                    strict=True))
+    return dict(
+        zip(FEATURE_NAMES, feature_vector(acc, dst or DestinationFeatures(1, 0)), strict=True)
+    )
 
 
 def test_windows_count_and_sum_including_the_current_event() -> None:
@@ -89,12 +92,15 @@ def test_cold_start_uses_the_prior_and_history_takes_over() -> None:
     assert first.gap_s is None
     assert first.new_destination
     # A habit of $20 withdrawals: $2,000 becomes a big z once history exists.
-    _, feats = run([w(T0 + i * DAY, 20.0 * (1 + 0.05 * (i % 3))) for i in range(20)]
-                   + [w(T0 + 20 * DAY, 2000.0)])
+    _, feats = run(
+        [w(T0 + i * DAY, 20.0 * (1 + 0.05 * (i % 3))) for i in range(20)]
+        + [w(T0 + 20 * DAY, 2000.0)]
+    )
     assert feats[-1].amount_z > 5
     # The account's median ($21), shrunk towards the $300 prior by 5 of 25 weights.
-    assert feats[-1].median_usd == pytest.approx(math.exp(0.8 * math.log(21) + 0.2 * math.log(300)),
-                                                 rel=0.05)
+    assert feats[-1].median_usd == pytest.approx(
+        math.exp(0.8 * math.log(21) + 0.2 * math.log(300)), rel=0.05
+    )
     detail = reason_detail("amount_vs_history", feats[-1], DestinationFeatures(1, 0)).detail
     assert "x the account's median" in detail
 
@@ -141,8 +147,13 @@ def test_late_event_sees_its_own_window_and_counts_for_later_ones() -> None:
 
 def test_destinations_new_distinct_and_structuring() -> None:
     limit = STRUCTURING_LIMIT_USD
-    events = [w(T0, 100, "a"), w(T0 + 60, 100, "a"), w(T0 + 120, 0.95 * limit, "b"),
-              w(T0 + 180, 0.99 * limit, "c"), w(T0 + 240, limit, "c")]
+    events = [
+        w(T0, 100, "a"),
+        w(T0 + 60, 100, "a"),
+        w(T0 + 120, 0.95 * limit, "b"),
+        w(T0 + 180, 0.99 * limit, "c"),
+        w(T0 + 240, limit, "c"),
+    ]
     _, feats = run(events)
     assert [f.new_destination for f in feats] == [True, False, True, True, False]
     assert feats[-1].distinct_destinations_24h == 3
@@ -153,18 +164,19 @@ def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
     state = None
     feats = []
     for i in range(5):
-        state, f = destination_step(state, w(T0 + i * 60, account=f"acct{i % 3}"),
-                                    new_for_account=i < 3)
+        state, f = destination_step(
+            state, w(T0 + i * 60, account=f"acct{i % 3}"), new_for_account=i < 3
+        )
         state = json.loads(json.dumps(state))
         feats.append(f)
     assert [f.fan_in_24h for f in feats] == [1, 2, 3, 3, 3]
     assert [f.fan_in_new_2h for f in feats] == [1, 2, 3, 3, 3]
-    state, later = destination_step(state, w(T0 + 3 * H, account="acct9"),
-                                    new_for_account=False)
+    state, later = destination_step(state, w(T0 + 3 * H, account="acct9"), new_for_account=False)
     assert later.fan_in_24h == 4
     assert later.fan_in_new_2h == 0  # first-time payers were more than 2 h ago
-    state, next_day = destination_step(state, w(T0 + 2 * DAY, account="acct9"),
-                                       new_for_account=False)
+    state, next_day = destination_step(
+        state, w(T0 + 2 * DAY, account="acct9"), new_for_account=False
+    )
     assert next_day.fan_in_24h == 1
 
 
@@ -201,8 +213,10 @@ def test_feature_vector_order_and_reason_details() -> None:
     for name in FEATURE_NAMES:
         reason = reason_detail(name, feats[-1], dst)
         assert reason.code and reason.detail
-    assert "12 withdrawals in the last 10 minutes" == \
+    assert (
         reason_detail("velocity_10m", feats[-1], dst).detail
+        == "12 withdrawals in the last 10 minutes"
+    )
     assert "17 distinct accounts" in reason_detail("fan_in", feats[-1], dst).detail
 
 

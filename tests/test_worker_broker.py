@@ -25,9 +25,16 @@ N_DRAINS = 10
 
 
 def _event(wid: str, account: str, usd: float, dest: str, t: float) -> dict[str, Any]:
-    return {"withdrawal_id": wid, "account_id": account, "asset": "USDT",
-            "amount": f"{usd:.2f}", "amount_usd": round(usd, 2), "destination": dest,
-            "requested_at": format_rfc3339(t), "metadata": {"source": "test"}}
+    return {
+        "withdrawal_id": wid,
+        "account_id": account,
+        "asset": "USDT",
+        "amount": f"{usd:.2f}",
+        "amount_usd": round(usd, 2),
+        "destination": dest,
+        "requested_at": format_rfc3339(t),
+        "metadata": {"source": "test"},
+    }
 
 
 def normal_history_with_drains() -> tuple[list[dict[str, Any]], set[str]]:
@@ -60,25 +67,38 @@ def invalid_records() -> list[tuple[bytes | None, bytes]]:
     kinds = [
         lambda i: (b"acct-x", b"{not json %d" % i),
         lambda i: (b"acct-x", json.dumps([i]).encode()),
-        lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": f"m{i}",
-                                          "destination": None}).encode()),
-        lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": f"n{i}",
-                                          "amount": "-1"}).encode()),
-        lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": f"a{i}",
-                                          "amount": "ten"}).encode()),
-        lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": f"t{i}",
-                                          "requested_at": "2026-10-01 12:00"}).encode()),
+        lambda i: (
+            b"acct-x",
+            json.dumps({**good, "withdrawal_id": f"m{i}", "destination": None}).encode(),
+        ),
+        lambda i: (
+            b"acct-x",
+            json.dumps({**good, "withdrawal_id": f"n{i}", "amount": "-1"}).encode(),
+        ),
+        lambda i: (
+            b"acct-x",
+            json.dumps({**good, "withdrawal_id": f"a{i}", "amount": "ten"}).encode(),
+        ),
+        lambda i: (
+            b"acct-x",
+            json.dumps(
+                {**good, "withdrawal_id": f"t{i}", "requested_at": "2026-10-01 12:00"}
+            ).encode(),
+        ),
         lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": "x" * (129 + i)}).encode()),
-        lambda i: (b"acct-x", json.dumps({**good, "withdrawal_id": f"d{i}",
-                                          "metadata": [i]}).encode()),
+        lambda i: (
+            b"acct-x",
+            json.dumps({**good, "withdrawal_id": f"d{i}", "metadata": [i]}).encode(),
+        ),
         lambda i: (b"someone-else", json.dumps({**good, "withdrawal_id": f"k{i}"}).encode()),
         lambda i: (b"acct-x", b"\xff\xfe" + str(i).encode()),
     ]
     return [kinds[i % len(kinds)](i) for i in range(50)]
 
 
-def test_every_valid_withdrawal_gets_exactly_one_verdict(bootstrap_servers: str,
-                                                          tmp_path: Path) -> None:
+def test_every_valid_withdrawal_gets_exactly_one_verdict(
+    bootstrap_servers: str, tmp_path: Path
+) -> None:
     settings = isolated_settings(bootstrap_servers, tmp_path, partitions=4)
     events, drains = normal_history_with_drains()
     assert len(events) == 2000
@@ -94,22 +114,34 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(bootstrap_servers: str,
 
         def done(got: list[Any]) -> bool:
             by_topic = Counter(r.topic for r in got)
-            return by_topic[settings.topic_decisions] >= 2000 and \
-                by_topic[settings.topic_dlq] >= 50
+            return by_topic[settings.topic_decisions] >= 2000 and by_topic[settings.topic_dlq] >= 50
 
         got = consume_until(settings, topics, done)
-        changelog = consume_until(settings, [settings.changelog_topic(ACCOUNTS_TABLE)],
-                                  lambda r: len(r) >= 2000, timeout=30)
+        changelog = consume_until(
+            settings,
+            [settings.changelog_topic(ACCOUNTS_TABLE)],
+            lambda r: len(r) >= 2000,
+            timeout=30,
+        )
 
     verdicts = verdicts_of(got, settings.topic_decisions)
     ids = Counter(v["withdrawal_id"] for v in verdicts)
     expected = {e["withdrawal_id"] for e in events}
-    assert set(ids) == expected, (f"missing {len(expected - set(ids))}, "
-                                  f"extra {len(set(ids) - expected)}")
+    assert set(ids) == expected, (
+        f"missing {len(expected - set(ids))}, extra {len(set(ids) - expected)}"
+    )
     assert max(ids.values()) == 1, "a withdrawal got more than one verdict message"
     for v in verdicts:
-        assert set(v) >= {"withdrawal_id", "account_id", "verdict", "score", "reasons",
-                          "model_version", "decided_at", "schema_version"}
+        assert set(v) >= {
+            "withdrawal_id",
+            "account_id",
+            "verdict",
+            "score",
+            "reasons",
+            "model_version",
+            "decided_at",
+            "schema_version",
+        }
         assert "__faust" not in v
         assert v["verdict"] in {"allow", "delay", "refuse"}
         assert 0.0 <= v["score"] <= 1.0
@@ -119,8 +151,11 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(bootstrap_servers: str,
     by_id = {v["withdrawal_id"]: v for v in verdicts}
     drained = {wid: by_id[wid]["verdict"] for wid in drains}
     assert all(v in {"delay", "refuse"} for v in drained.values()), drained
-    normal_flagged = sum(by_id[e["withdrawal_id"]]["verdict"] != "allow" for e in events
-                         if e["withdrawal_id"] not in drains)
+    normal_flagged = sum(
+        by_id[e["withdrawal_id"]]["verdict"] != "allow"
+        for e in events
+        if e["withdrawal_id"] not in drains
+    )
     assert normal_flagged <= 0.02 * (2000 - N_DRAINS)
 
     dlq = [r for r in got if r.topic == settings.topic_dlq]
@@ -131,9 +166,17 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(bootstrap_servers: str,
         assert headers["dlq.code"] and len(headers["dlq.reason"]) > 10
         assert headers["dlq.topic"].decode() == settings.topic_withdrawals
     codes = Counter(dict(r.headers)["dlq.code"].decode() for r in dlq)
-    assert set(codes) == {"invalid_json", "not_an_object", "missing_field", "bad_amount",
-                          "bad_timestamp", "bad_withdrawal_id", "bad_metadata",
-                          "key_mismatch", "invalid_utf8"}
+    assert set(codes) == {
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "bad_amount",
+        "bad_timestamp",
+        "bad_withdrawal_id",
+        "bad_metadata",
+        "key_mismatch",
+        "invalid_utf8",
+    }
 
     # Changelog writes land on the partition of their own source event (traps: take()).
     from kafka.partitioner.default import murmur2
@@ -143,3 +186,47 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(bootstrap_servers: str,
         account = json.loads(record.key)
         expected_partition = (murmur2(account.encode()) & 0x7FFFFFFF) % settings.partitions
         assert record.partition == expected_partition, account
+
+
+def test_worker_and_replay_give_the_same_verdicts(bootstrap_servers: str, tmp_path: Path) -> None:
+    """Same events, same model: the streaming worker (two agents, a repartition through
+    Kafka by destination, two changelog-backed tables) decides exactly as `replay` does.
+
+    One partition keeps the global event order, so fan-in sees events in the same order.
+    """
+    from _worker import DEFAULT_MODEL
+
+    from detector import simulate
+    from detector.events import validate_withdrawal
+    from detector.features import FEATURE_NAMES
+    from detector.model import Model
+    from detector.replay import replay
+
+    events = simulate.generate(
+        simulate.SimConfig(accounts=150, days=8, seed=21, attacks_per_scenario=2)
+    )
+    settings = isolated_settings(bootstrap_servers, tmp_path, partitions=1)
+    with running_worker(settings):
+        produce(settings, [(e["account_id"].encode(), simulate.encode_event(e)) for e in events])
+        got = consume_until(settings, [settings.topic_decisions], lambda r: len(r) >= len(events))
+        repartitioned = consume_until(
+            settings, [settings.topic_by_destination], lambda r: len(r) >= len(events), timeout=30
+        )
+    online = {v["withdrawal_id"]: v for v in verdicts_of(got, settings.topic_decisions)}
+    offline = replay([validate_withdrawal(e) for e in events], Model.load(DEFAULT_MODEL))
+    assert len(online) == len(events) == len(offline.verdicts)
+    for expected in offline.verdicts:
+        actual = online[expected["withdrawal_id"]]
+        assert actual["verdict"] == expected["verdict"], expected["withdrawal_id"]
+        assert actual["score"] == expected["score"]
+        assert actual["reasons"] == expected["reasons"]
+        assert actual["model_version"] == expected["model_version"]
+    # The fan-in features were computed in the stream (repartitioned by destination) and
+    # match: fan-in attack withdrawals have many accounts on one destination.
+    fan_in_col = FEATURE_NAMES.index("fan_in_new")
+    fan_rows = [
+        row for row, label in zip(offline.rows, offline.labels, strict=True) if label == "fan_in"
+    ]
+    assert fan_rows and max(row[fan_in_col] for row in fan_rows) >= 3
+    by_destination = Counter(r.key for r in repartitioned)
+    assert set(by_destination) == {e["destination"].encode() for e in events}
