@@ -90,7 +90,7 @@ class DetectorApp:
     destinations: Any
     accounts_agent: Any
     decide_agent: Any
-    model_holder: list[Model]
+    topics: dict[str, Any]
 
 
 class _Sensor(faust.Sensor):
@@ -149,7 +149,6 @@ def create_app(
     dlq = _raw_topic(app, settings.topic_dlq, settings.partitions)
     accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
     destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
-    model_holder = [model]
     decider_holder = [Decider(model, hold_seconds=settings.hold_seconds)]
     batch_within = settings.batch_within_ms / 1000.0
 
@@ -280,7 +279,12 @@ def create_app(
         destinations,
         accounts_agent,
         decide_agent,
-        model_holder,
+        {
+            "withdrawals": withdrawals,
+            "by_destination": by_destination,
+            "decisions": decisions,
+            "dlq": dlq,
+        },
     )
 
 

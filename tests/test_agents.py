@@ -1,0 +1,154 @@
+"""Agent tier: the Faust agents with ``test_context()`` and the memory store, no broker.
+
+Each test builds a fresh app from settings (no module-level app to mutate) and captures
+what the agents send to their output topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _worker import DEFAULT_MODEL
+
+from detector.app import DetectorApp, create_app
+from detector.config import Settings
+from detector.model import Model
+
+WITHDRAWAL = {
+    "withdrawal_id": "w-1",
+    "account_id": "acct-1",
+    "asset": "BTC",
+    "amount": "0.5",
+    "amount_usd": 30000.0,
+    "destination": "bc1qattacker",
+    "requested_at": "2026-11-24T10:00:00Z",
+    "metadata": {"channel": "api"},
+}
+
+
+class Sent:
+    """Records ``topic.send`` calls and answers them like a delivered message."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, **kwargs: Any) -> asyncio.Future[None]:
+        self.calls.append(kwargs)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def run_with_app(
+    tmp_path: Path, body: Callable[[DetectorApp, dict[str, Sent]], Awaitable[None]]
+) -> None:
+    # Nothing listens on port 1: test_context() must never reach a broker (faust-streaming
+    # has no memory transport; the tables use the memory store).
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, partitions=1, batch_within_ms=1.0
+    )
+    loop = asyncio.new_event_loop()  # Faust takes the current loop: give each test its own
+    asyncio.set_event_loop(loop)
+    detector = create_app(settings, model=Model.load(DEFAULT_MODEL), store="memory://")
+    detector.app.finalize()
+    detector.app.flow_control.resume()
+    sent = {name: Sent() for name in detector.topics}
+    for name, topic in detector.topics.items():
+        topic.send = sent[name]
+    try:
+        loop.run_until_complete(body(detector, sent))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+        # The (never started) consumer thread made a loop of its own at construction.
+        consumer_thread = getattr(detector.app._consumer, "_thread", None)
+        if consumer_thread is not None:
+            consumer_thread.thread_loop.close()
+
+
+def test_valid_withdrawal_updates_the_account_table_and_is_repartitioned(tmp_path: Path) -> None:
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        async with detector.accounts_agent.test_context() as agent:
+            await agent.put(json.dumps(WITHDRAWAL).encode(), key=b"acct-1")
+            await asyncio.sleep(0.05)
+        (call,) = sent["by_destination"].calls
+        assert call["key"] == b"bc1qattacker"
+        payload = json.loads(call["value"])
+        assert payload["e"]["withdrawal_id"] == "w-1"
+        assert payload["e"]["metadata"] == {"channel": "api"}  # passed through untouched
+        assert payload["a"][0] == 30000.0  # the account features travel with the event
+        state = detector.accounts["acct-1"]
+        assert state["n"] == 1 and state["usd"] == [30000.0]
+        assert sent["dlq"].calls == []
+        assert detector.metrics.withdrawals_consumed._value.get() == 1
+
+    run_with_app(tmp_path, body)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "code"),
+    [
+        (b"{oops", b"acct-1", "invalid_json"),
+        (json.dumps({**WITHDRAWAL, "amount": "-3"}).encode(), b"acct-1", "bad_amount"),
+        (json.dumps(WITHDRAWAL).encode(), b"acct-2", "key_mismatch"),
+    ],
+)
+def test_invalid_input_goes_to_the_dlq_with_its_bytes_and_reason(
+    tmp_path: Path, raw: bytes, key: bytes, code: str
+) -> None:
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        async with detector.accounts_agent.test_context() as agent:
+            await agent.put(raw, key=key)
+            await asyncio.sleep(0.05)
+            # The agent survives bad data: the next valid event is processed.
+            await agent.put(json.dumps(WITHDRAWAL).encode(), key=b"acct-1")
+            await asyncio.sleep(0.05)
+        (dlq,) = sent["dlq"].calls
+        assert dlq["value"] == raw and dlq["key"] == key
+        headers = dict(dlq["headers"])
+        assert headers["dlq.code"] == code.encode()
+        assert len(headers["dlq.reason"]) > 10
+        assert len(sent["by_destination"].calls) == 1
+        registry = detector.registry
+        assert registry.get_sample_value("detector_dlq_records_total", {"reason": code}) == 1
+
+    run_with_app(tmp_path, body)
+
+
+def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
+    from detector.events import validate_withdrawal
+    from detector.features import account_step
+
+    drain = {**WITHDRAWAL, "amount_usd": 250_000.0}
+    _, acc = account_step(None, validate_withdrawal(drain))
+    payload = json.dumps({"e": drain, "a": acc.to_json()}).encode()
+
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        async with detector.decide_agent.test_context() as agent:
+            await agent.put(payload, key=b"bc1qattacker")
+            await asyncio.sleep(0.05)
+        (call,) = sent["decisions"].calls
+        assert call["key"] == b"acct-1"
+        verdict = json.loads(call["value"])
+        assert "__faust" not in verdict
+        assert verdict["withdrawal_id"] == "w-1"
+        assert verdict["verdict"] in {"delay", "refuse"}
+        assert {r["code"] for r in verdict["reasons"]} & {
+            "amount_vs_history",
+            "large_amount",
+            "daily_volume",
+        }
+        assert detector.destinations["bc1qattacker"]["a"]  # fan-in state for the address
+        registry = detector.registry
+        assert (
+            registry.get_sample_value("detector_verdicts_total", {"verdict": verdict["verdict"]})
+            == 1
+        )
+
+    run_with_app(tmp_path, body)
