@@ -57,7 +57,7 @@ class Settings:
         default=1, metadata=_env("replication_factor", "replication factor of created topics")
     )
     model_dir: Path = field(
-        default=Path("models/current"),
+        default=Path("models/default"),
         metadata=_env("model_dir", "directory of the verified model artifact to serve"),
     )
     data_dir: Path = field(

@@ -40,6 +40,11 @@ _INVALID_RECORDS = 12
 _READY_TIMEOUT_S = 90.0
 _DRAIN_TIMEOUT_S = 60.0
 _WORKER_STOP_TIMEOUT_S = 20.0
+# The simulator's normal traffic averages ~3 withdrawals per account-day (events); the
+# demo streams at least this many days (days) with this many attacks of each kind (count).
+_EVENTS_PER_ACCOUNT_DAY = 3.0
+_MIN_DAYS = 3.0
+_ATTACKS_PER_SCENARIO = 4
 # Training set used when no model exists yet (accounts, days).
 _TRAIN_ACCOUNTS, _TRAIN_DAYS = 400, 14.0
 
@@ -381,10 +386,13 @@ def _summary(tally: _Tally) -> None:
             f"  {'normal':18s} {flagged['normal']:4d}/{totals['normal']:<4d} flagged "
             f"({flagged['normal'] / totals['normal']:.2%})"
         )
-    refused = [v for v in verdicts.values() if v["verdict"] == "refuse"][:5]
-    if refused:
+    shown = [v for v in verdicts.values() if v["verdict"] == "refuse"][:5]
+    if shown:
         _say("some refused withdrawals:")
-    for v in refused:
+    else:
+        shown = [v for v in verdicts.values() if v["verdict"] == "delay"][:5]
+        _say("no refusals; some held (delay) withdrawals:" if shown else "nothing flagged")
+    for v in shown:
         reasons = "; ".join(f"{r['code']}: {r['detail']}" for r in v["reasons"])
         _say(
             f"  {v['withdrawal_id']} account {v['account_id']} score {v['score']:.3f} "

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,8 +41,7 @@ SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
 SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(NamedTuple):
     """A withdrawal with its features, waiting to be scored."""
 
     event: Withdrawal

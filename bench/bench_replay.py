@@ -1,0 +1,68 @@
+"""Replay throughput: the worker's decision logic over a simulated history, no Kafka.
+
+    python bench/bench_replay.py [--accounts 1000] [--days 21] [--repeat 3]
+
+Prints events/s of ``detector.replay.replay`` (features + batched scoring + policy +
+verdict documents) with the served model, and the share of time in each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detector import simulate
+from detector.events import validate_withdrawal
+from detector.model import Model
+from detector.pipeline import Decider, feature_rows
+from detector.replay import CHUNK, replay
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--days", type=float, default=21.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", default=str(REPO / "models" / "default"))
+    args = parser.parse_args()
+
+    model = Model.load(Path(args.model))
+    config = simulate.SimConfig(accounts=args.accounts, days=args.days, seed=2)
+    events = [validate_withdrawal(e) for e in simulate.generate(config)]
+    print(
+        f"{len(events):,} withdrawals ({args.accounts} accounts x {args.days:g} days), "
+        f"model {model.version} ({model.forest.n_trees} trees)"
+    )
+
+    runs = [replay(events, model).events_per_second for _ in range(args.repeat)]
+    print(
+        f"replay: {np.median(runs):,.0f} events/s (median of {args.repeat}; "
+        f"runs {', '.join(f'{r:,.0f}' for r in runs)}); target >= 50,000"
+    )
+
+    started = time.perf_counter()
+    items = list(feature_rows(events))
+    features_s = time.perf_counter() - started
+    decider = Decider(model, hold_seconds=3600)
+    started = time.perf_counter()
+    for i in range(0, len(items), CHUNK):
+        decider.scores(items[i : i + CHUNK])
+    scoring_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(0, len(items), CHUNK):
+        decider.decide(items[i : i + CHUNK], now=0.0)
+    decide_s = time.perf_counter() - started
+    per = 1e6 / len(events)
+    print(
+        f"per event: features {features_s * per:.1f} us, scoring {scoring_s * per:.1f} us, "
+        f"scoring + policy + verdict documents {decide_s * per:.1f} us"
+    )
+
+
+if __name__ == "__main__":
+    main()
