@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,9 +27,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from detector.cli import build_parser
 from detector.config import ENV_PREFIX, Settings
+from detector.health import Health, serve_standalone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
@@ -751,10 +755,42 @@ def test_dockerfile_runtime_contract() -> None:
     assert exposed == {settings.web_port} == {6066}
 
     (healthcheck,) = of("HEALTHCHECK")
-    assert " CMD " in f" {healthcheck.args} "
-    assert "urllib.request" in healthcheck.args
-    assert "/healthz" in healthcheck.args
-    assert "DETECTOR_WEB_PORT" in healthcheck.args
+    options, _, _ = healthcheck.args.partition(" CMD ")
+    assert "--start-period=" in options  # start-up (model load, group join) is not a failure
+    assert healthcheck_argv()[0] == "python"
+
+
+def healthcheck_argv() -> list[str]:
+    (healthcheck,) = of("HEALTHCHECK")
+    _, cmd, command = healthcheck.args.partition(" CMD ")
+    assert cmd, "HEALTHCHECK without CMD"
+    argv = json.loads(command)  # exec form: no shell in the way
+    assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+    return argv
+
+
+def test_dockerfile_healthcheck_follows_healthz() -> None:
+    """Run the HEALTHCHECK command against the real /healthz handler: 200 passes, 503 fails."""
+    now = [0.0]
+    health = Health(stuck_after_s=1.0, clock=lambda: now[0])
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+    argv = [sys.executable, *healthcheck_argv()[1:]]
+    with serve_standalone("127.0.0.1", 0, CollectorRegistry(), health) as server:
+        env["DETECTOR_WEB_PORT"] = str(server.port)
+        alive = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+        assert alive.returncode == 0, alive.stderr
+        # Stuck: partitions assigned, tables recovered, records waiting, no progress.
+        health.set_partitions_assigned(True)
+        health.set_tables_recovered(True)
+        health.set_lag(5)
+        now[0] = 10.0
+        assert not health.liveness()[0]
+        stuck = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+        assert stuck.returncode != 0
+        assert b"503" in stuck.stderr
+    # Nothing listening (e.g. the worker died): fails too.
+    down = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+    assert down.returncode != 0
 
 
 def test_dockerfile_copies_exist_and_reach_the_context() -> None:
