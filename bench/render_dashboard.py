@@ -434,7 +434,8 @@ class Traffic:
     with personal typical amounts and two habitual destinations, 3 % to a new address.
     During :meth:`attack`, half of the traffic comes from a few taken-over accounts
     draining 20-100x their habit to three attacker addresses. Every ``invalid_every``-th
-    record is invalid (malformed JSON, a negative amount or no destination: DLQ).
+    record is invalid (malformed JSON, a negative amount or no destination: DLQ), and so is
+    a share of them during :meth:`malformed`.
     Each record is sent to every topic of ``topics``.
 
     Use as a context manager (starts on enter, stops and flushes on exit); errors of the
@@ -463,6 +464,8 @@ class Traffic:
         self.error: BaseException | None = None
         self._rng = random.Random(seed)
         self._attack_until = 0.0
+        self._malformed_until = 0.0
+        self._malformed_share = 0.0
         self._stop_event = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
         self._n = 0
@@ -486,6 +489,11 @@ class Traffic:
     def attack(self, seconds: float) -> None:
         """Mix an account-takeover burst into the traffic for the next ``seconds``."""
         self._attack_until = time.monotonic() + seconds
+
+    def malformed(self, seconds: float, share: float = 0.3) -> None:
+        """Make ``share`` of the records invalid for the next ``seconds`` (a bad producer)."""
+        self._malformed_share = share
+        self._malformed_until = time.monotonic() + seconds
 
     def stop(self, *, raise_error: bool = True) -> None:
         self._stop_event.set()
@@ -528,8 +536,11 @@ class Traffic:
             "requested_at": format_rfc3339(now),
             "metadata": {"source": "render_dashboard"},
         }
-        if self.invalid_every and self._n % self.invalid_every == 0:
-            kind = (self._n // self.invalid_every) % 3
+        invalid = bool(self.invalid_every) and self._n % self.invalid_every == 0
+        if time.monotonic() < self._malformed_until and rng.random() < self._malformed_share:
+            invalid = True
+        if invalid:
+            kind = self._n % 3
             if kind == 0:
                 return account.encode(), b"{not json", False
             if kind == 1:
@@ -657,15 +668,22 @@ def run_demo(seconds: float, out: Path, *, rate: float, workdir: Path) -> Path:
                     invalid_every=100)  # fmt: skip
         )
         start = time.time()
+        bad_at, bad_for = 0.25 * seconds, min(15.0, 0.1 * seconds)
         attack_at, attack_for = 0.55 * seconds, min(25.0, 0.15 * seconds)
-        print(f"demo: {seconds:g} s of traffic at {rate:g}/s, attack at +{attack_at:.0f} s")
-        time.sleep(attack_at)
+        print(
+            f"demo: {seconds:g} s of traffic at {rate:g}/s, malformed records at "
+            f"+{bad_at:.0f} s, attack at +{attack_at:.0f} s"
+        )
+        time.sleep(bad_at)
+        traffic.malformed(bad_for)
+        time.sleep(attack_at - bad_at)
         traffic.attack(attack_for)
         time.sleep(max(0.0, seconds - attack_at))
         end = time.time()
         graphs = fetch_graphs(prom, start, end, step=1.0, instance=instance_regex(target))
         subtitle = (
-            f"demo run: one worker, synthetic traffic ~{rate:g} withdrawals/s, "
+            f"demo run: one worker, synthetic traffic ~{rate:g} withdrawals/s; "
+            f"30 % malformed records at +{bad_at:.0f} s for {bad_for:.0f} s; "
             f"account-takeover burst at +{attack_at:.0f} s for {attack_for:.0f} s; "
             f"Prometheus 1 s scrape, $__rate_interval = 15s"
         )

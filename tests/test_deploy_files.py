@@ -757,7 +757,10 @@ def test_dockerfile_runtime_contract() -> None:
     (healthcheck,) = of("HEALTHCHECK")
     options, _, _ = healthcheck.args.partition(" CMD ")
     assert "--start-period=" in options  # start-up (model load, group join) is not a failure
-    assert healthcheck_argv()[0] == "python"
+    argv = healthcheck_argv()
+    assert argv[0] == "python"
+    assert "/healthz" in argv[-1]
+    assert "DETECTOR_WEB_PORT" in argv[-1]  # follows the port setting, not a literal 6066
 
 
 def healthcheck_argv() -> list[str]:
