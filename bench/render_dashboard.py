@@ -249,7 +249,7 @@ def render_png(
     from matplotlib.figure import Figure
 
     rows = max(1, math.ceil(len(graphs) / columns))
-    fig = Figure(figsize=(7.0 * columns, 3.6 * rows + 0.8), dpi=110, layout="constrained")
+    fig = Figure(figsize=(7.0 * columns, 4.0 * rows + 0.8), dpi=110, layout="constrained")
     if title:
         fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12)
     axes = fig.subplots(rows, columns, squeeze=False)
@@ -258,7 +258,7 @@ def render_png(
             ax.set_visible(False)
             continue
         _draw(ax, graphs[index])
-        ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S", tz=UTC))
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S", tz=UTC))  # type: ignore[no-untyped-call]
         ax.tick_params(labelsize=8)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
@@ -314,8 +314,14 @@ def _draw(ax: Any, graph: Graph) -> None:
             fontsize=8,
             color="#e02f44",
         )
-    if graph.series:
-        ax.legend(fontsize=7, loc="upper left", ncol=2 if len(graph.series) > 4 else 1)
+    if graph.series:  # below the graph, as on the dashboard
+        ax.legend(
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            ncol=min(4 if max(len(s.label) for s in graph.series) <= 24 else 2, len(graph.series)),
+            frameon=False,
+        )
 
 
 # Prometheus -------------------------------------------------------------------------------
@@ -391,13 +397,13 @@ def running_prometheus(
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited {proc.returncode}:\n{_tail(log_path)}"
-                )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base_url}/-/ready", timeout=2.0) as response:
-                    if response.status == 200:
-                        break
+                raise RuntimeError(f"prometheus exited {proc.returncode}:\n{_tail(log_path)}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{base_url}/-/ready", timeout=2.0) as response,
+            ):
+                if response.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"prometheus not ready:\n{_tail(log_path)}")
             time.sleep(0.2)
@@ -636,10 +642,12 @@ def _demo_worker(bootstrap_servers: str, workdir: Path) -> Iterator[tuple[Any, s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited {proc.returncode}:\n{_tail(log_path)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://{target}/readyz", timeout=2.0) as r:
-                    if r.status == 200:
-                        break
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://{target}/readyz", timeout=2.0) as response,
+            ):
+                if response.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker not ready:\n{_tail(log_path)}")
             time.sleep(0.25)
@@ -664,8 +672,12 @@ def run_demo(seconds: float, out: Path, *, rate: float, workdir: Path) -> Path:
             running_prometheus(binary, prometheus_config([target]), workdir / "prometheus")
         )
         traffic = stack.enter_context(
-            Traffic(settings.bootstrap_list, [settings.topic_withdrawals], rate=rate,
-                    invalid_every=100)  # fmt: skip
+            Traffic(
+                settings.bootstrap_list,
+                [settings.topic_withdrawals],
+                rate=rate,
+                invalid_every=100,
+            )
         )
         start = time.time()
         bad_at, bad_for = 0.25 * seconds, min(15.0, 0.1 * seconds)
@@ -682,16 +694,17 @@ def run_demo(seconds: float, out: Path, *, rate: float, workdir: Path) -> Path:
         end = time.time()
         graphs = fetch_graphs(prom, start, end, step=1.0, instance=instance_regex(target))
         subtitle = (
-            f"demo run: one worker, synthetic traffic ~{rate:g} withdrawals/s; "
-            f"30 % malformed records at +{bad_at:.0f} s for {bad_for:.0f} s; "
-            f"account-takeover burst at +{attack_at:.0f} s for {attack_for:.0f} s; "
-            f"Prometheus 1 s scrape, $__rate_interval = 15s"
+            f"Demo run: one worker on a local Kafka broker, ~{rate:g} synthetic withdrawals/s "
+            f"(requested_at = send time); Prometheus scraping every 1 s, "
+            f"$__rate_interval = 15s.\n"
+            f"30 % malformed records from +{bad_at:.0f} s for {bad_for:.0f} s; "
+            f"account-takeover burst from +{attack_at:.0f} s for {attack_for:.0f} s."
         )
-        render_png(graphs, out, title="Withdrawal detector: main dashboard graphs",
-                   subtitle=subtitle)  # fmt: skip
+        render_png(
+            graphs, out, title="Withdrawal detector: main dashboard graphs", subtitle=subtitle
+        )
         print(
-            f"sent {traffic.sent_valid} valid + {traffic.sent_invalid} invalid records; "
-            f"wrote {out}"
+            f"sent {traffic.sent_valid} valid + {traffic.sent_invalid} invalid records; wrote {out}"
         )
     return out
 

@@ -51,6 +51,9 @@ DESTINATIONS_TABLE = "destinations"
 _COMPACTED = {"cleanup.policy": "compact"}
 # How often lag and state-size gauges are refreshed (seconds).
 _GAUGE_INTERVAL_S = 2.0
+# Backoff of failed sends: first wait and cap (seconds).
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
 
 
 class _IdempotentProducer(faust_aiokafka.Producer):
@@ -117,7 +120,10 @@ def create_app(
 ) -> DetectorApp:
     """Build a fresh Faust app (no module-level state: tests build as many as they like)."""
     registry = CollectorRegistry() if registry is None else registry
-    metrics = DetectorMetrics(registry)
+    metrics = DetectorMetrics(
+        registry,
+        send_topics=(settings.topic_decisions, settings.topic_dlq, settings.topic_by_destination),
+    )
     metrics.set_model(model.version)
     health = Health(stuck_after_s=settings.stuck_after_s)
     health.set_model_loaded(True)
@@ -152,7 +158,7 @@ def create_app(
     decider_holder = [Decider(model, hold_seconds=settings.hold_seconds)]
     batch_within = settings.batch_within_ms / 1000.0
 
-    async def send_dlq(event: Any, exc: InvalidEvent) -> Any:
+    def dead_letter(event: Any, exc: InvalidEvent) -> _Out:
         msg = event.message
         headers = [
             ("dlq.code", exc.code.encode()),
@@ -163,12 +169,13 @@ def create_app(
             ("dlq.at", format_rfc3339(clock()).encode()),
         ]
         metrics.observe_dlq(exc.code)
-        return await dlq.send(key=event.key, value=event.value or b"", headers=headers)
+        return _Out(dlq, settings.topic_dlq, event.key, event.value or b"", headers)
 
     @app.agent(withdrawals, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=batch_within):
-            pending = []
+            _hold(batch)
+            outbox: list[_Out] = []
             for event in batch:
                 event_started = time.perf_counter()
                 # Table writes go to the changelog partition of the *current* event:
@@ -178,7 +185,7 @@ def create_app(
                 try:
                     withdrawal = parse_withdrawal(event.value or b"", key=event.key)
                 except InvalidEvent as exc:
-                    pending.append(await send_dlq(event, exc))
+                    outbox.append(dead_letter(event, exc))
                     metrics.observe_event(time.perf_counter() - event_started)
                     continue
                 state, acc = account_step(accounts.get(withdrawal.account_id), withdrawal)
@@ -186,23 +193,31 @@ def create_app(
                 payload = json.dumps(
                     {"e": withdrawal.to_json(), "a": acc.to_json()}, separators=(",", ":")
                 ).encode()
-                pending.append(
-                    await by_destination.send(key=withdrawal.destination.encode(), value=payload)
+                outbox.append(
+                    _Out(
+                        by_destination,
+                        settings.topic_by_destination,
+                        withdrawal.destination.encode(),
+                        payload,
+                    )
                 )
                 metrics.observe_event(time.perf_counter() - event_started)
             _make_current(None)
-            await _delivered(pending, metrics, settings.topic_by_destination)
+            await _send_all(outbox, metrics)
+            _release(batch)
             health.record_progress(len(batch))
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=batch_within):
             started = time.perf_counter()
+            _hold(batch)
+            outbox: list[_Out] = []
             items: list[Pending] = []
             for event in batch:
                 _make_current(event)
                 try:
-                    item = _destination_item(event.value, destinations)
+                    items.append(_destination_item(event.value, destinations))
                 except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
                     # Only our own stage writes this topic; never crash on it either.
                     err = (
@@ -212,27 +227,26 @@ def create_app(
                             "internal_format", f"unreadable repartition record: {exc}"
                         )
                     )
-                    await _delivered([await send_dlq(event, err)], metrics, settings.topic_dlq)
-                    continue
-                items.append(item)
+                    outbox.append(dead_letter(event, err))
             _make_current(None)
             verdicts = decider_holder[0].decide(items, now=clock())
-            sent = []
             for item, verdict in zip(items, verdicts, strict=True):
-                sent.append(
-                    await decisions.send(
-                        key=item.event.account_id.encode(),
-                        value=json.dumps(verdict, separators=(",", ":")).encode(),
+                outbox.append(
+                    _Out(
+                        decisions,
+                        settings.topic_decisions,
+                        item.event.account_id.encode(),
+                        json.dumps(verdict, separators=(",", ":")).encode(),
                     )
                 )
-            await _delivered(sent, metrics, settings.topic_decisions)
+            await _send_all(outbox, metrics)
+            _release(batch)
             now = clock()
             for item, verdict in zip(items, verdicts, strict=True):
                 metrics.observe_verdict(
                     verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
                 )
-            elapsed = time.perf_counter() - started
-            metrics.observe_batch(len(batch), elapsed)
+            metrics.observe_batch(len(batch), time.perf_counter() - started)
             health.record_progress(len(batch))
 
     def _destination_item(value: bytes | None, table: Any) -> Pending:
@@ -307,17 +321,76 @@ def _make_current(event: Any) -> None:
     _current_event.set(None if event is None else weakref.ref(event))
 
 
-async def _delivered(futures: Sequence[Any], metrics: DetectorMetrics, topic: str) -> None:
-    """Wait until the broker acknowledged every send of a batch (before its offsets ack)."""
-    if not futures:
-        return
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        for _ in errors:
-            metrics.observe_send_error(topic)
-        # Raising crashes the agent before its events are acked: they are redelivered.
-        raise errors[0]
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """One record to produce: the Faust topic, its name (metric label), key, value, headers."""
+
+    topic: Any
+    name: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def _hold(batch: Sequence[Any]) -> None:
+    """Take a reference on every message of a batch.
+
+    ``take_events`` acks a batch's events when the agent asks for the next batch *or when
+    the agent fails or is cancelled*; an ack would let the offsets be committed although
+    the batch's output never reached Kafka (traps: an exception acks the event). With our
+    reference held, that ack is not the last one: the offsets stay uncommitted (a gap the
+    consumer cannot commit past) until :func:`_release` after delivery.
+    """
+    for event in batch:
+        event.message.incref()
+
+
+def _release(batch: Sequence[Any]) -> None:
+    for event in batch:
+        event.message.decref()
+
+
+async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
+    """Produce every record in order and wait until Kafka acknowledged each (acks=all).
+
+    Failed sends are retried with backoff until they succeed; meanwhile the batch's input
+    offsets stay uncommitted, the partition's lag stops draining and /healthz fails after
+    ``stuck_after_s``, so a producer that cannot recover gets the worker restarted and the
+    batch redelivered. (A redelivered withdrawal may produce a second, identical verdict.)
+    """
+    pending = list(outbox)
+    delay = _RETRY_FIRST_S
+    loop = asyncio.get_running_loop()
+    while pending:
+        futures = []
+        for out in pending:  # queue in order: per-key order is kept on the output topic
+            try:
+                futures.append(
+                    await out.topic.send(key=out.key, value=out.value, headers=out.headers)
+                )
+            except Exception as exc:  # refused before it was queued
+                failed_now = loop.create_future()
+                failed_now.set_exception(exc)
+                futures.append(failed_now)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        retry = []
+        for out, result in zip(pending, results, strict=True):
+            if isinstance(result, Exception):
+                metrics.observe_send_error(out.name)
+                retry.append((out, result))
+        if not retry:
+            return
+        log.warning(
+            "%d of %d sends failed (first: %s: %r); retrying in %.1f s",
+            len(retry),
+            len(pending),
+            retry[0][0].name,
+            retry[0][1],
+            delay,
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _RETRY_MAX_S)
+        pending = [out for out, _ in retry]
 
 
 def _respond(web: Any, path: str, registry: CollectorRegistry, health: Health) -> Any:
@@ -344,6 +417,7 @@ def _refresh_gauges(
     except Exception:  # consumer not started yet
         return
     total = 0
+    partitions: dict[str, tuple[int, int]] = {}
     metrics.clear_lag()  # revoked partitions must not keep reporting
     advanced = False
     for tp in assignment:
@@ -362,10 +436,12 @@ def _refresh_gauges(
             continue
         lag = max(0, int(highwater) - int(committed))
         metrics.set_lag(tp.topic, tp.partition, lag)
+        partitions[f"{tp.topic}[{tp.partition}]"] = (int(committed), lag)
         total += lag
     if advanced:
         metrics.mark_commit()
     health.set_lag(total)
+    health.observe_partitions(partitions)
     recovery = cast(Any, app.tables).recovery
     health.set_tables_recovered(recovery.completed.is_set() and not recovery.in_recovery)
     metrics.set_accounts_in_state(len(accounts))

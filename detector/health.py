@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -80,6 +80,8 @@ class Health:
         self._model_loaded = False
         self._partitions_assigned = False
         self._tables_recovered = False
+        # partition -> [committed offset, when it last advanced, when its lag appeared]
+        self._partitions: dict[str, list[float]] = {}
 
     # Inputs from the worker --------------------------------------------------------------
 
@@ -102,6 +104,30 @@ class Health:
             elif lag == 0:
                 self._lag_since = None
             self._lag = lag
+
+    def observe_partitions(self, partitions: Mapping[str, tuple[int, int]]) -> None:
+        """Per source partition: ``(committed offset, lag)``, replacing the previous set.
+
+        A partition whose committed offset does not advance while it has lag is stuck even
+        when other partitions (or another stage of the pipeline) still make progress: the
+        liveness check fails for it after ``stuck_after_s``.
+        """
+        now = self._clock()
+        with self._lock:
+            seen = {}
+            for key, (committed, lag) in partitions.items():
+                entry = self._partitions.get(key)
+                if entry is None:
+                    entry = [float(committed), now, now if lag > 0 else -1.0]
+                else:
+                    if committed > entry[0]:
+                        entry[0], entry[1] = float(committed), now
+                    if lag <= 0:
+                        entry[2] = -1.0
+                    elif entry[2] < 0:
+                        entry[2] = now
+                seen[key] = entry
+            self._partitions = seen
 
     def set_model_loaded(self, loaded: bool) -> None:
         with self._lock:
@@ -139,12 +165,23 @@ class Health:
             return self._lag
 
     def liveness(self) -> tuple[bool, str]:
-        """``(alive, reason)``: dead only when records wait and none was processed for long."""
+        """``(alive, reason)``: dead only when records wait and none was processed for long,
+        or when one partition's committed offset stands still while it has lag."""
         now = self._clock()
         with self._lock:
             lag = self._lag
             if self._armed_since is None:
                 return True, "ok: not consuming yet (partitions unassigned or tables recovering)"
+            for key, (committed, advanced_at, lag_since) in self._partitions.items():
+                if lag_since < 0:
+                    continue
+                waited = now - max(advanced_at, lag_since, self._armed_since)
+                if waited > self.stuck_after_s:
+                    return False, (
+                        f"stuck: partition {key} has lag and its committed offset "
+                        f"{committed:.0f} has not advanced for {waited:.1f} s "
+                        f"(limit {self.stuck_after_s:g} s)"
+                    )
             if lag == 0:
                 return True, "ok: no lag"
             # The stuck clock starts at the latest of: last progress, lag appearing, arming.

@@ -29,10 +29,26 @@ Parity details that matter
 
 Evaluation layout
     The nodes of all trees are renumbered level by level (breadth first) so that the two
-    children of a split are adjacent: ``child = first_child[node] + (x[feature] > t32)``. A
-    leaf points to itself with threshold ``+inf`` (always "left"), so every row walks exactly
-    ``max_depth`` vectorised gather steps over all trees at once, with no branching. A batch
-    is processed in chunks of (rows x trees) cells small enough to stay in cache.
+    children of a split are adjacent, right child first: ``child = next[node] - (x > t32)``
+    where ``next`` is the left child. A leaf points to itself with threshold ``+inf`` (always
+    "left"), so every row walks exactly ``max_depth`` vectorised steps over all trees at once,
+    with no branching.
+
+    Each node is packed into one int64 *record* ``next << S | key(t32) << B | feature``, where
+    ``key`` maps a float32 to an int32 with the same order (sign-magnitude to two's complement,
+    so ``-0.0 == +0.0``) and ``B`` bits hold the column. The input is mapped to
+    ``key(x) << B`` once per call; then ``(record - (key(x) << B)) >> S`` is the next node: the
+    subtraction borrows one from the ``next`` field exactly when ``key(x) > key(t32)``, i.e.
+    ``x > t32`` (the column bits are below the key and never borrow). One step is therefore two
+    gathers (the record, then the row's key at ``row * n_features + (record & mask)``) and four
+    in-place integer operations on preallocated buffers, about 1.1 ns per (row, tree) cell.
+    When ``next`` and the column do not fit beside the 32-bit key (over ``2 ** 27`` nodes with
+    12 features), the column comes from its own table instead (one more gather per step).
+
+    A batch is processed in chunks of (rows x trees) cells whose four 8-byte buffers, plus the
+    records, stay inside a 1 MiB L2 cache. :meth:`CompiledForest.contributions` looks up a
+    per-leaf table of ``(splits on each column along the path) / h`` instead of replaying paths
+    (falling back to the path replay when that table would exceed ``_MAX_CREDIT_CELLS``).
 """
 
 from __future__ import annotations
@@ -70,10 +86,25 @@ FORMAT_NAME: Final = "detector.compiled-isolation-forest"
 FORMAT_VERSION: Final = 1
 """Bumped whenever the saved arrays or metadata change meaning; ``load`` refuses others."""
 
-# Cells (rows x trees) evaluated per batch chunk: 32768 cells keep the per-step index and value
-# buffers (~8 bytes each, a few of them) inside a typical 1-2 MiB L2 cache; measured optimum on
-# the benchmark machine was 128-512 rows of 100 trees.
-_CHUNK_CELLS: Final = 32_768
+# Cells (rows x trees) evaluated per batch chunk. A cell uses four 8-byte buffers (node and
+# column, record, row key, row offset): 25,600 cells = 800 KiB, which with the node records
+# (~190 KiB for 100 trees of max_samples 2048) fits a 1 MiB L2 cache. Measured on the benchmark
+# machine (100 trees, max_samples 256 and 2048): 256 rows per chunk is best, 96-384 rows are
+# within 10% of it, 512 rows is ~50% slower (cache misses).
+_CHUNK_CELLS: Final = 25_600
+
+# Bits of a node record below the sign bit left for ``next`` (the node index) and the column
+# once the 32-bit threshold key is in: a record is ``next << (32 + B) | key << B | column``.
+_RECORD_INDEX_BITS: Final = 31
+
+# A single row evaluates the first levels for every node at once (then follows its own node
+# through them), as long as those levels hold at most this many nodes: one step of the walk
+# costs about as much as evaluating ~2,000 nodes this way (measured, 100 trees).
+_SINGLE_ROW_DENSE_NODES: Final = 4_096
+
+# Largest per-leaf contributions table built (n_nodes x n_features float64 cells, 32 MiB);
+# bigger forests replay recorded paths instead.
+_MAX_CREDIT_CELLS: Final = 1 << 22
 
 # Deepest tree accepted (edges). sklearn limits an isolation tree to ceil(log2(max_samples))
 # levels, so 64 covers any sample count that fits in an int64; deeper means a corrupt artifact.
@@ -81,6 +112,10 @@ _MAX_DEPTH: Final = 64
 
 # sklearn's marker for "no child" in ``tree_.children_left/right``; we store leaves the same way.
 _LEAF: Final = -1
+
+# Operands of _order_key as 0-d arrays (a Python int operand costs a conversion per call).
+_SIGN_SHIFT: Final = np.array(31, dtype=np.int32)
+_MAGNITUDE: Final = np.array(0x7FFFFFFF, dtype=np.int32)
 
 # Name of the npz entry holding the UTF-8 JSON metadata (as a 1-D uint8 array).
 _METADATA_KEY: Final = "metadata"
@@ -99,6 +134,7 @@ _ARRAY_DTYPES: Final[Mapping[str, str]] = {
 FloatArray = npt.NDArray[np.float64]
 _IntArray = npt.NDArray[np.intp]
 _F32Array = npt.NDArray[np.float32]
+_I64Array = npt.NDArray[np.int64]
 
 
 def average_path_length(n_samples: npt.ArrayLike) -> FloatArray:
@@ -123,6 +159,19 @@ def _floor_to_float32(threshold: FloatArray) -> _F32Array:
     above = t32.astype(np.float64) > threshold
     t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
     return t32
+
+
+def _order_key(values: _F32Array) -> npt.NDArray[np.int32]:
+    """int32 keys with the order of the (non-NaN) float32 ``values``; ``-0.0`` and ``+0.0`` tie.
+
+    The IEEE bits are sign-magnitude; converting to two's complement keeps the float order.
+    """
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    sign = np.right_shift(bits, _SIGN_SHIFT)  # 0 or -1
+    key = np.bitwise_and(bits, _MAGNITUDE)
+    np.bitwise_xor(key, sign, key)
+    np.subtract(key, sign, key)
+    return key
 
 
 def _canonical_json(obj: object) -> bytes:
@@ -262,11 +311,12 @@ class CompiledForest:
         return cls(arrays, metadata)
 
     def _compile(self) -> None:
-        """Renumber all nodes breadth first into the branch-free evaluation layout."""
+        """Renumber all nodes breadth first and pack them into the branch-free layout."""
         a = self._arrays
         offsets = a["node_offsets"]
         n_nodes = int(offsets[-1])
-        tree_of_node = np.repeat(np.arange(self._n_trees, dtype=np.intp), np.diff(offsets))
+        n_trees, n_features = self._n_trees, self._n_features
+        tree_of_node = np.repeat(np.arange(n_trees, dtype=np.intp), np.diff(offsets))
         base = offsets[:-1][tree_of_node]
         is_split_old = a["children_left"] != _LEAF
         left_g = np.where(is_split_old, a["children_left"] + base, _LEAF)
@@ -274,7 +324,7 @@ class CompiledForest:
 
         frontier = offsets[:-1].astype(np.intp)  # the roots, one per tree
         order_parts: list[_IntArray] = []
-        child_parts: list[_IntArray] = []
+        next_parts: list[_IntArray] = []
         level_parts: list[_IntArray] = []
         start = 0
         level = 0
@@ -284,38 +334,90 @@ class CompiledForest:
             nxt_start = start + frontier.size
             split = is_split_old[frontier]
             n_split = int(np.count_nonzero(split))
-            first_child = np.arange(start, nxt_start, dtype=np.intp)  # a leaf points to itself
-            first_child[split] = nxt_start + 2 * np.arange(n_split, dtype=np.intp)
+            # The right child is stored first, so the left one is right + 1: ``next`` (the node
+            # a row goes to when x <= t) is the left child; a leaf's ``next`` is itself.
+            next_node = np.arange(start, nxt_start, dtype=np.intp)
+            next_node[split] = nxt_start + 1 + 2 * np.arange(n_split, dtype=np.intp)
             order_parts.append(frontier)
-            child_parts.append(first_child)
+            next_parts.append(next_node)
             level_parts.append(np.full(frontier.size, level, dtype=np.intp))
             nxt = np.empty(2 * n_split, dtype=np.intp)
-            nxt[0::2] = left_g[frontier[split]]
-            nxt[1::2] = right_g[frontier[split]]
+            nxt[0::2] = right_g[frontier[split]]
+            nxt[1::2] = left_g[frontier[split]]
             frontier, start, level = nxt, nxt_start, level + 1
         order = np.concatenate(order_parts)
         if order.size != n_nodes or np.unique(order).size != n_nodes:
             raise ModelError("model trees are malformed (some nodes are unreachable)")
 
         depth = np.concatenate(level_parts)
+        next_node = np.concatenate(next_parts)
         is_split = is_split_old[order]
-        self._max_depth = level - 1
-        self._roots = np.arange(self._n_trees, dtype=np.intp)
-        self._first_child = np.concatenate(child_parts)
-        self._is_split = is_split
-        self._feature = np.where(is_split, a["feature"][order], 0).astype(np.intp)
-        self._threshold = np.where(
+        feature = np.where(is_split, a["feature"][order], 0).astype(np.intp)
+        threshold = np.where(
             is_split, _floor_to_float32(a["threshold"][order]), np.float32(np.inf)
         ).astype(np.float32)
+        self._max_depth = level - 1
+        self._is_split = is_split
+        self._feature = feature
         # sklearn: decision_path_length (root = 1) + c(n_leaf) - 1.0, in that order.
         leaf_c = average_path_length(a["n_node_samples"][order])
         self._path_length = np.where(is_split, 0.0, (depth + 1.0 + leaf_c) - 1.0)
         self._c_psi = float(average_path_length(self._max_samples))
-        self._denominator = self._n_trees * self._c_psi
-        self._chunk_rows = max(1, _CHUNK_CELLS // self._n_trees)
-        for arr in (self._first_child, self._is_split, self._feature, self._threshold):
+        self._denominator = n_trees * self._c_psi
+        self._chunk_rows = max(1, _CHUNK_CELLS // n_trees)
+
+        # Pack ``next << shift | key(threshold) << column_bits | column`` (module docstring).
+        column_bits = max(1, (n_features - 1).bit_length())
+        if n_nodes << column_bits > 1 << _RECORD_INDEX_BITS:
+            column_bits = 0  # the columns come from their own table (one more gather per step)
+            if n_nodes > 1 << 31:
+                raise ModelError(f"model has too many nodes to evaluate ({n_nodes:,})")
+        shift = 32 + column_bits
+        records = next_node.astype(np.int64) << shift
+        records += _order_key(threshold).astype(np.int64) << column_bits
+        if column_bits:
+            records += feature
+        self._records = records
+        self._root_records = records[:n_trees]
+        self._root_features = feature[:n_trees]
+        self._column_bits = np.array(column_bits, dtype=np.int64)
+        self._column_mask = np.array((1 << column_bits) - 1, dtype=np.int64)
+        self._shift = np.array(shift, dtype=np.int64)
+        self._columns: _IntArray | None = None if column_bits else feature
+        level_start = np.cumsum([0] + [part.size for part in order_parts])
+        dense = int(np.searchsorted(level_start, _SINGLE_ROW_DENSE_NODES, side="right")) - 1
+        self._dense_levels = max(1, min(dense, self._max_depth))
+        top = int(level_start[self._dense_levels])
+        self._top_records = records[:top]
+        self._top_features = feature[:top]
+        self._credit = self._credit_table(next_node, feature, depth)
+        for arr in (is_split, feature, records, self._path_length):
             arr.flags.writeable = False
-        self._path_length.flags.writeable = False
+
+    def _credit_table(
+        self, next_node: _IntArray, feature: _IntArray, depth: _IntArray
+    ) -> FloatArray | None:
+        """Per node: (splits on each column from the root to it) / h; ``None`` if too big.
+
+        Only the rows of leaves are ever read (every walk ends at a leaf); ``h == 0`` happens
+        only for a lone-root tree, whose row is zero.
+        """
+        n_nodes, d = next_node.size, self._n_features
+        if n_nodes * d > _MAX_CREDIT_CELLS:
+            return None
+        counts = np.zeros((n_nodes, d), dtype=np.float64)
+        parents = np.flatnonzero(self._is_split)
+        # Breadth first: every parent of one level is complete before its children are filled.
+        for level in np.split(parents, np.flatnonzero(np.diff(depth[parents])) + 1):
+            left = next_node[level]
+            for child in (left, left - 1):
+                counts[child] = counts[level]
+                counts[child, feature[level]] += 1.0
+        h = self._path_length
+        weight = np.divide(1.0, h, out=np.zeros_like(h), where=h > 0)
+        table: FloatArray = counts * weight[:, None]
+        table.flags.writeable = False
+        return table
 
     # ------------------------------------------------------------------ properties
 
@@ -385,12 +487,12 @@ class CompiledForest:
         with :attr:`expected_contributions` for the excess over normal rows. Input rules as in
         :meth:`score`.
         """
-        x32 = self._validated(X)
-        n = x32.shape[0]
+        keys = self._keys(self._validated(X))
+        n = keys.shape[0]
         out = np.empty((n, self._n_features), dtype=np.float64)
         for start in range(0, n, self._chunk_rows):
             stop = min(n, start + self._chunk_rows)
-            out[start:stop] = self._contributions_chunk(x32[start:stop])
+            out[start:stop] = self._contributions_chunk(keys[start:stop])
         return out
 
     def _validated(self, X: npt.ArrayLike) -> _F32Array:  # noqa: N803
@@ -427,72 +529,121 @@ class CompiledForest:
         with np.errstate(over="ignore"):
             return np.ascontiguousarray(arr, dtype=np.float32)
 
+    def _keys(self, x32: _F32Array) -> _I64Array:
+        """``key(x) << column_bits`` per cell of ``x32`` (int64, C-contiguous, same shape)."""
+        keys = _order_key(x32).astype(np.int64)
+        np.left_shift(keys, self._column_bits, out=keys)
+        return keys
+
     def _score_matrix(self, x32: _F32Array) -> FloatArray:
         n = x32.shape[0]
-        if n == 1:
-            depth_sum = np.array([self._depth_sum_one(x32[0])])
-        else:
-            depth_sum = np.empty(n, dtype=np.float64)
-            for start in range(0, n, self._chunk_rows):
-                stop = min(n, start + self._chunk_rows)
-                depth_sum[start:stop] = self._depth_sum_chunk(x32[start:stop])
         if self._denominator == 0.0:
             # sklearn: a single-sample forest has c(psi) = 0 and every score is 2 ** -1.
             return np.full(n, 0.5, dtype=np.float64)
+        keys = self._keys(x32)
+        if n == 1:
+            # The same IEEE operations as below, with the scalar steps on a Python float.
+            exponent = np.array([-(self._depth_sum_one(keys[0]) / self._denominator)])
+            one: FloatArray = np.exp2(exponent)
+            return one
+        depth_sum = np.empty(n, dtype=np.float64)
+        for start in range(0, n, self._chunk_rows):
+            stop = min(n, start + self._chunk_rows)
+            leaves = self._walk(keys[start:stop])
+            depth_sum[start:stop] = self._path_length.take(leaves).sum(axis=1)
         result: FloatArray = np.exp2(-(depth_sum / self._denominator))
         return result
 
-    def _depth_sum_one(self, x: _F32Array) -> float:
-        """Sum over trees of ``h_t(x)`` for one row (fast path: no chunk buffers)."""
-        feature, threshold, first_child = self._feature, self._threshold, self._first_child
-        node = self._roots
-        for _ in range(self._max_depth):
-            go_right = x.take(feature.take(node)) > threshold.take(node)
-            node = first_child.take(node) + go_right
+    # The walks below call ndarray.take(indices, None, out, "wrap") and ufuncs with a
+    # positional ``out``: the node indices are in range by construction, and "wrap" is the one
+    # bounds mode that writes straight into ``out`` ("raise" goes through a temporary copy).
+
+    def _depth_sum_one(self, keys: _I64Array) -> float:
+        """Sum over trees of ``h_t(x)`` for one row (``keys``: that row's keys).
+
+        One row is dominated by per-call overhead (~0.2 us per numpy call on 100 cells), so the
+        first ``_dense_levels`` steps evaluate every node of those levels in three calls and
+        then only follow the row's node through them (one call per level); the deeper levels
+        step like :meth:`_walk`.
+        """
+        shift, mask, columns = self._shift, self._column_mask, self._columns
+        key_at, take_record = keys.take, self._records.take
+        subtract, right_shift = np.subtract, np.right_shift
+        top = subtract(self._top_records, key_at(self._top_features))
+        right_shift(top, shift, top)  # the next node of every node of the top levels
+        node = top[: self._n_trees].copy()
+        spare = np.empty_like(node)
+        for _ in range(self._dense_levels - 1):
+            top.take(node, None, spare, "wrap")
+            node, spare = spare, node
+        record, column, key = spare, np.empty_like(node), np.empty_like(node)
+        for _ in range(self._max_depth - self._dense_levels):
+            take_record(node, None, record, "wrap")
+            if columns is None:
+                np.bitwise_and(record, mask, column)
+            else:
+                columns.take(node, None, column, "wrap")
+            key_at(column, None, key, "wrap")
+            subtract(record, key, record)
+            right_shift(record, shift, node)
         return float(self._path_length.take(node).sum())
 
-    def _walk(self, x32: _F32Array, record: npt.NDArray[np.intp] | None = None) -> _IntArray:
-        """Leaf node of each (row, tree) cell; optionally record the node at every level."""
-        m = x32.shape[0]
-        flat = x32.reshape(-1)
-        row_offset = (np.arange(m, dtype=np.intp) * self._n_features)[:, None]
-        node = np.empty((m, self._n_trees), dtype=np.intp)
-        node[...] = self._roots
-        spare = np.empty_like(node)
-        column = np.empty_like(node)
-        value = np.empty(node.shape, dtype=np.float32)
-        limit = np.empty(node.shape, dtype=np.float32)
-        go_right = np.empty(node.shape, dtype=np.bool_)
-        for level in range(self._max_depth):
-            if record is not None:
-                record[level] = node
-            np.take(self._feature, node, out=column, mode="clip")
-            column += row_offset
-            np.take(flat, column, out=value, mode="clip")
-            np.take(self._threshold, node, out=limit, mode="clip")
-            np.greater(value, limit, out=go_right)
-            np.take(self._first_child, node, out=spare, mode="clip")
-            spare += go_right
-            node, spare = spare, node
+    def _walk(self, keys: _I64Array, path: _IntArray | None = None) -> _IntArray:
+        """Leaf node of each (row, tree) cell; optionally record the node at every level.
+
+        ``keys``: shape ``(m, n_features)`` from :meth:`_keys`. ``path``: shape
+        ``(max_depth, m, n_trees)``, receives the node each cell is at before each step.
+        """
+        m = keys.shape[0]
+        shape = (m, self._n_trees)
+        records, columns, shift = self._records, self._columns, self._shift
+        key_at = keys.reshape(-1).take
+        record = np.empty(shape, dtype=np.int64)
+        key = np.empty(shape, dtype=np.int64)
+        column = np.empty(shape, dtype=np.intp)
+        # With packed columns the node buffer can double as the column buffer.
+        node = column if columns is None else np.empty(shape, dtype=np.intp)
+        row_offset = np.empty(shape, dtype=np.intp)
+        np.multiply(np.arange(m, dtype=np.intp)[:, None], self._n_features, row_offset)
+        if path is not None and self._max_depth:
+            path[0] = np.arange(self._n_trees, dtype=np.intp)
+        # Step 1 from the roots, whose records and columns are known without a gather.
+        np.add(row_offset, self._root_features, column)
+        key_at(column, None, key, "wrap")
+        np.subtract(self._root_records, key, record)
+        np.right_shift(record, shift, node)
+        for level in range(1, self._max_depth):
+            if path is not None:
+                path[level] = node
+            records.take(node, None, record, "wrap")
+            if columns is None:
+                np.bitwise_and(record, self._column_mask, column)
+            else:
+                columns.take(node, None, column, "wrap")
+            np.add(column, row_offset, column)
+            key_at(column, None, key, "wrap")
+            np.subtract(record, key, record)
+            np.right_shift(record, shift, node)
         return node
 
-    def _depth_sum_chunk(self, x32: _F32Array) -> FloatArray:
-        leaves = self._walk(x32)
-        result: FloatArray = self._path_length.take(leaves).sum(axis=1)
-        return result
-
-    def _contributions_chunk(self, x32: _F32Array) -> FloatArray:
-        m, d = x32.shape[0], self._n_features
+    def _contributions_chunk(self, keys: _I64Array) -> FloatArray:
+        m, d = keys.shape
+        if self._credit is not None:
+            # Tree-major, so the sum over trees adds contiguous (rows x features) blocks.
+            leaves = np.ascontiguousarray(self._walk(keys).T)
+            credit: FloatArray = self._credit.take(leaves, axis=0).sum(axis=0)
+            credit /= self._n_trees
+            return credit
         path = np.empty((self._max_depth, m, self._n_trees), dtype=np.intp)
-        leaves = self._walk(x32, record=path)
+        leaves = self._walk(keys, path)
         h = self._path_length.take(leaves)
         # A path with at least one split has h >= 1; h == 0 only for a lone-root tree (no credit).
         weight = np.divide(1.0, h, out=np.zeros_like(h), where=h > 0)
         # Pass-through steps (already at a leaf) get zero weight instead of being masked out.
         step_weight = self._is_split.take(path) * weight
         cell = self._feature.take(path) + (np.arange(m, dtype=np.intp) * d)[None, :, None]
-        credit = np.bincount(cell.ravel(), weights=step_weight.ravel(), minlength=m * d)
-        result: FloatArray = credit.reshape(m, d) / self._n_trees
+        total = np.bincount(cell.ravel(), weights=step_weight.ravel(), minlength=m * d)
+        result: FloatArray = total.reshape(m, d) / self._n_trees
         return result
 
     # ------------------------------------------------------------------ persistence

@@ -152,3 +152,93 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
         )
 
     run_with_app(tmp_path, body)
+
+
+def test_verdict_and_dlq_producer_uses_acks_all_and_idempotence(tmp_path: Path) -> None:
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        producer = detector.app.producer  # built, not started: no broker needed
+        options = {**producer._settings_default(), **producer._settings_extra()}
+        assert options["acks"] == "all"
+        assert options["enable_idempotence"] is True
+        assert detector.app.conf.producer_acks == -1
+
+    run_with_app(tmp_path, body)
+
+
+class FlakySend(Sent):
+    """Fails the first ``failures`` sends (as a broker refusal would), then delivers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def __call__(self, **kwargs: Any) -> asyncio.Future[None]:
+        self.calls.append(kwargs)
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self.calls) <= self.failures:
+            outcome.set_exception(RuntimeError("MessageSizeTooLarge"))
+        else:
+            outcome.set_result(None)
+        return outcome
+
+
+def _repartitioned(withdrawal: dict[str, Any]) -> bytes:
+    from detector.events import validate_withdrawal
+    from detector.features import account_step
+
+    _, acc = account_step(None, validate_withdrawal(withdrawal))
+    return json.dumps({"e": withdrawal, "a": acc.to_json()}).encode()
+
+
+@pytest.fixture
+def conductor_refs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give each test message the reference the consumer's conductor gives a real one.
+
+    (``agent.put()`` bypasses the conductor, so its messages start with no reference.)
+    """
+    import faust.channels
+
+    original = faust.channels.Channel.put
+
+    async def put(self: Any, value: Any) -> None:
+        value.message.incref()
+        await original(self, value)
+
+    monkeypatch.setattr(faust.channels.Channel, "put", put)
+
+
+@pytest.mark.usefixtures("conductor_refs")
+def test_failed_verdict_sends_are_retried_and_the_event_acked_only_after(tmp_path: Path) -> None:
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        flaky = FlakySend(failures=2)
+        detector.topics["decisions"].send = flaky
+        async with detector.decide_agent.test_context() as agent:
+            event = await agent.put(_repartitioned(WITHDRAWAL), key=b"bc1qattacker")
+            await asyncio.sleep(0.6)  # two backoffs: 0.1 s + 0.2 s
+            assert len(flaky.calls) == 3
+            assert all(c["value"] == flaky.calls[0]["value"] for c in flaky.calls)
+            assert event.message.acked  # after delivery, and only then
+        errors = detector.registry.get_sample_value(
+            "detector_kafka_send_errors_total", {"topic": detector.settings.topic_decisions}
+        )
+        assert errors == 2
+
+    run_with_app(tmp_path, body)
+
+
+@pytest.mark.usefixtures("conductor_refs")
+def test_a_batch_whose_verdicts_never_get_through_is_never_acked(tmp_path: Path) -> None:
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        broken = FlakySend(failures=10**9)
+        detector.topics["decisions"].send = broken
+        async with detector.decide_agent.test_context() as agent:
+            event = await agent.put(_repartitioned(WITHDRAWAL), key=b"bc1qattacker")
+            await asyncio.sleep(0.4)
+            assert len(broken.calls) >= 2  # still retrying
+            assert not event.message.acked
+        # The agent was stopped mid-retry: take_events acked its batch on the way out, but
+        # our reference keeps the message un-acked, so its offset is never committed.
+        assert not event.message.acked
+        assert event.message.refcount >= 1
+
+    run_with_app(tmp_path, body)

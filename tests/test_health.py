@@ -269,3 +269,30 @@ def test_serve_standalone_reports_a_failing_collector(health: Health) -> None:
         status, body, _ = get(server.url + "/metrics")
         assert status == 500 and b"boom" in body
         assert get(server.url + "/healthz")[0] == 200  # the server keeps serving
+
+
+def test_one_stuck_partition_fails_liveness_while_others_progress() -> None:
+    now = [1000.0]
+    health = Health(stuck_after_s=30.0, clock=lambda: now[0])
+    health.set_model_loaded(True)
+    health.set_partitions_assigned(True)
+    health.set_tables_recovered(True)
+    health.observe_partitions({"withdrawals[0]": (10, 5), "by-destination[0]": (7, 3)})
+    for step in range(1, 8):
+        now[0] += 10.0
+        health.record_progress(100)  # the first stage keeps going...
+        health.set_lag(8)
+        # ...its partition commits, the second stage's partition does not
+        health.observe_partitions(
+            {"withdrawals[0]": (10 + step * 100, 5), "by-destination[0]": (7, 3 + step)}
+        )
+        alive, reason = health.liveness()
+        if now[0] - 1000.0 <= 30.0:
+            assert alive, reason
+    assert not alive
+    assert "by-destination[0]" in reason and "has not advanced" in reason
+    # Once it commits again (or its lag drains), liveness recovers.
+    health.observe_partitions({"withdrawals[0]": (900, 0), "by-destination[0]": (8, 2)})
+    assert health.liveness()[0]
+    health.observe_partitions({"withdrawals[0]": (900, 0), "by-destination[0]": (8, 0)})
+    assert health.liveness()[0]

@@ -26,7 +26,7 @@ The test checks:
 Test-only time compression: Prometheus loads copies of the rule files in which every
 alert's ``for:`` is ``3s`` and no group has its own ``interval`` (the 1-day baseline group's
 ``1m`` would leave its rule unevaluated for up to a minute). Expressions, labels and
-annotations are the repository's, byte for byte (checked below). ``DetectorNoVerdicts`` can
+annotations are identical to the repository's (compared below). ``DetectorNoVerdicts`` can
 fire within seconds only because the broken worker never sent a verdict: its
 ``instance:detector_verdicts:rate2m`` is 0 from the start instead of decaying over 2 minutes.
 """
@@ -95,7 +95,6 @@ def prometheus_bin() -> str:
 def wait_for(what: str, probe: Callable[[], T], timeout: float = WAIT_S) -> T:
     """Poll ``probe`` every 0.5 s until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = probe()
         if last:
@@ -248,9 +247,7 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
         # The runbook's second check: the worker's own send-error counter sees the refusals.
         wait_for(
             "DetectorKafkaSendErrors firing for the broken decisions topic",
-            lambda: alerts(
-                prom, "DetectorKafkaSendErrors", "firing", topic=broken.topic_decisions
-            ),
+            lambda: alerts(prom, "DetectorKafkaSendErrors", "firing", topic=broken.topic_decisions),
         )
 
         # (a) Every query of every dashboard panel returns data. $instance selects both
@@ -309,6 +306,7 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
             return None if "unknown" in health.values() else health
 
         health = wait_for("every rule evaluated once", evaluated)
+        assert health is not None
         assert set(health) == expected
         assert all(h == "ok" for h in health.values()), health
 
@@ -327,8 +325,10 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
         verdicts_expr = f'sum(detector_verdicts_total{{instance="{h_inst}"}})'
         wait_for(
             "DetectorWorkerDown resolved after SIGCONT",
-            lambda: scalar(prom, f'up{{instance="{h_inst}"}}') == 1.0
-            and not alerts(prom, "DetectorWorkerDown", instance=h_inst),
+            lambda: (
+                scalar(prom, f'up{{instance="{h_inst}"}}') == 1.0
+                and not alerts(prom, "DetectorWorkerDown", instance=h_inst)
+            ),
         )
         resumed_at = scalar(prom, verdicts_expr) or 0.0
         wait_for(

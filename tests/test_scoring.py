@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
+from detector import scoring
 from detector.errors import ModelError, ScoringInputError
 from detector.scoring import FORMAT_VERSION, CompiledForest, _checksum, average_path_length
 
@@ -144,6 +145,119 @@ def test_parity_degenerate_forests() -> None:
     forest = CompiledForest.from_sklearn(model)
     np.testing.assert_allclose(
         forest.score(tiny), _sklearn_score(model, tiny), rtol=0, atol=TOLERANCE
+    )
+
+
+def test_order_key_matches_float32_order() -> None:
+    rng = np.random.default_rng(12)
+    bits = rng.integers(-(2**31), 2**31, size=20_000, dtype=np.int64).astype(np.int32)
+    values = bits.view(np.float32)
+    f32 = np.finfo(np.float32)
+    special = np.array(
+        [0.0, -0.0, np.inf, -np.inf, f32.max, -f32.max, f32.smallest_subnormal, 1.0, -1.0],
+        dtype=np.float32,
+    )
+    special = np.concatenate([special, -special[5:]])
+    values = np.concatenate([values[~np.isnan(values)], special])
+    keys = scoring._order_key(values).astype(np.int64)
+    a, b = rng.integers(0, values.size, size=(2, 50_000))
+    a = np.concatenate([a, np.repeat(np.arange(values.size - special.size, values.size), 2)])
+    b = np.concatenate([b, np.tile(np.arange(values.size - special.size, values.size), 2)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = np.sign(values[a].astype(np.float64) - values[b].astype(np.float64))
+    np.testing.assert_array_equal(np.sign(keys[a] - keys[b]), expected)
+    assert scoring._order_key(np.array([-0.0, 0.0], dtype=np.float32)).tolist() == [0, 0]
+
+
+def test_parity_signed_zeros_subnormals_and_float32_extremes() -> None:
+    """Thresholds and inputs at +-0, float32 subnormals and float32's range limits."""
+    rng = np.random.default_rng(13)
+    model = _fit(rng.normal(size=(400, 3)), n_estimators=30)
+    tiny = float(np.finfo(np.float32).smallest_subnormal)
+    big = float(np.finfo(np.float32).max)
+    edge = np.array([0.0, -0.0, tiny, -tiny, tiny / 3, 1e-50, -1e-50, big, -big, 1e39, -1e39])
+    # sklearn's thresholds are uniform draws; overwrite some in place with the edge values.
+    for estimator in model.estimators_:
+        tree = estimator.tree_
+        splits = np.flatnonzero(tree.children_left != -1)
+        chosen = rng.choice(splits, size=min(6, splits.size), replace=False)
+        tree.threshold[chosen] = rng.choice(edge, size=chosen.size)
+    thresholds = np.concatenate([e.tree_.threshold for e in model.estimators_])
+    assert np.any((thresholds == 0.0) & np.signbit(thresholds))
+    grid = np.concatenate([edge, [1.0, -1.0, 0.3]])
+    rows = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).reshape(-1, 3)
+    forest = CompiledForest.from_sklearn(model)
+    expected = _sklearn_score(model, rows)
+    np.testing.assert_allclose(forest.score(rows), expected, rtol=0, atol=TOLERANCE)
+    for i in range(0, rows.shape[0], 37):
+        assert abs(forest.score(rows[i])[0] - expected[i]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("dense_nodes", [0, 300, 10**9])
+def test_single_rows_equal_the_batch(
+    monkeypatch: pytest.MonkeyPatch, train: np.ndarray, dense_nodes: int
+) -> None:
+    """The one-row walk (all-node top levels, then per-row steps) matches the batch walk."""
+    monkeypatch.setattr(scoring, "_SINGLE_ROW_DENSE_NODES", dense_nodes)
+    model = _fit(train, n_estimators=40, max_features=0.8)
+    forest = CompiledForest.from_sklearn(model)
+    rows = _probe_rows(np.random.default_rng(14), train)
+    batch = forest.score(rows)
+    np.testing.assert_allclose(batch, _sklearn_score(model, rows), rtol=0, atol=TOLERANCE)
+    singles = np.concatenate([forest.score(row) for row in rows])
+    np.testing.assert_allclose(singles, batch, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(("index_bits", "credit_cells"), [(0, 1 << 22), (31, 0), (0, 0)])
+def test_fallback_layouts_agree(
+    monkeypatch: pytest.MonkeyPatch, train: np.ndarray, index_bits: int, credit_cells: int
+) -> None:
+    """Columns in their own table (huge forests) and path-replayed contributions."""
+    model = _fit(train, n_estimators=25, max_features=0.6, max_samples=128)
+    packed = CompiledForest.from_sklearn(model)
+    monkeypatch.setattr(scoring, "_RECORD_INDEX_BITS", index_bits)
+    monkeypatch.setattr(scoring, "_MAX_CREDIT_CELLS", credit_cells)
+    forest = CompiledForest.from_sklearn(model)
+    assert (forest._columns is None) == (index_bits > 0)
+    assert (forest._credit is None) == (credit_cells == 0)
+    rows = _probe_rows(np.random.default_rng(15), train)
+    expected = _sklearn_score(model, rows)
+    np.testing.assert_allclose(forest.score(rows), expected, rtol=0, atol=TOLERANCE)
+    for i in (0, 7, 41, 43):
+        assert abs(forest.score(rows[i])[0] - expected[i]) <= TOLERANCE
+    np.testing.assert_allclose(
+        forest.contributions(rows), packed.contributions(rows), rtol=0, atol=1e-12
+    )
+    finite32 = rows[:42]  # the reference casts without errstate: no rows beyond float32
+    np.testing.assert_allclose(
+        forest.contributions(finite32), _reference_contributions(model, finite32), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("credit_cells", [0, 1 << 22])
+def test_degenerate_forest_contributions(
+    monkeypatch: pytest.MonkeyPatch, credit_cells: int
+) -> None:
+    monkeypatch.setattr(scoring, "_MAX_CREDIT_CELLS", credit_cells)
+    model = _fit(np.ones((30, 2)), n_estimators=5)
+    forest = CompiledForest.from_sklearn(model)
+    assert forest.max_depth == 0
+    rows = np.array([[1.0, 1.0], [5.0, -5.0]])
+    np.testing.assert_array_equal(forest.contributions(rows), np.zeros((2, 2)))
+    np.testing.assert_array_equal(forest.contributions(rows[0]), np.zeros((1, 2)))
+
+
+def test_parity_many_features() -> None:
+    """Wider rows need more column bits in the node records."""
+    rng = np.random.default_rng(16)
+    data = rng.normal(size=(600, 40)) * rng.uniform(0.01, 1e4, size=40)
+    model = _fit(data, n_estimators=30, max_samples=512, max_features=0.3)
+    forest = CompiledForest.from_sklearn(model)
+    rows = _probe_rows(rng, data)
+    expected = _sklearn_score(model, rows)
+    np.testing.assert_allclose(forest.score(rows), expected, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(
+        forest.contributions(rows[:20]), _reference_contributions(model, rows[:20]), atol=1e-12
     )
 
 
