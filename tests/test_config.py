@@ -56,3 +56,10 @@ def test_bad_values_say_which_variable(env: dict[str, str], fragment: str) -> No
 
 def test_readme_lists_every_setting() -> None:
     assert settings_table() in README.read_text(), "README settings table is stale"
+
+
+def test_readme_quotes_the_current_evaluation_table() -> None:
+    evaluation = (README.parent / "docs" / "evaluation.md").read_text()
+    start = evaluation.index("| scenario | events | ours recall")
+    table = evaluation[start : evaluation.index("\n\n", start)]
+    assert table in README.read_text(), "README quality table differs from docs/evaluation.md"
