@@ -170,6 +170,7 @@ def new_account_state() -> dict[str, Any]:
         "ts": [],
         "usd": [],
         "dst": [],
+        "near": [],
         "la": [],
         "known": {},
         "n": 0,
@@ -202,11 +203,14 @@ def account_step(
     count_10m = hi - lo_10m + 1
     count_1h = hi - lo_1h + 1
     count_24h = hi - lo_24h + 1
-    window_usd = amounts[lo_24h:hi]
-    sum_24h = sum(window_usd) + usd
+    sum_24h = sum(amounts[lo_24h:hi]) + usd
     low = STRUCTURING_BAND * STRUCTURING_LIMIT_USD
-    near_limit_24h = (low <= usd < STRUCTURING_LIMIT_USD) + (
-        sum([low <= a < STRUCTURING_LIMIT_USD for a in window_usd]) if window_usd else 0
+    near: list[float] = st.setdefault("near", [])  # past withdrawals just under the limit
+    is_near = low <= usd < STRUCTURING_LIMIT_USD
+    near_limit_24h = (
+        bisect.bisect_right(near, t) - bisect.bisect_right(near, t - W_24H) + is_near
+        if near
+        else int(is_near)
     )
     known: dict[str, float] = st["known"]
     new_destination = dkey not in known
@@ -220,11 +224,7 @@ def account_step(
     if logs:
         ordered = sorted(logs)
         med_own = _median_sorted(ordered)
-        # |x - median| of a sorted list is two sorted runs; sorted() merges runs in O(n).
-        mid = bisect.bisect_left(ordered, med_own)
-        deviations = [med_own - x for x in reversed(ordered[:mid])]
-        deviations += [x - med_own for x in ordered[mid:]]
-        mad = _median_sorted(sorted(deviations))
+        mad = _mad_sorted(ordered, med_own)
         spread_own = max(MAD_TO_SIGMA * mad, MIN_LOG_SPREAD)
     else:
         med_own, spread_own = PRIOR_LOG_MEDIAN, PRIOR_LOG_SPREAD
@@ -277,6 +277,10 @@ def account_step(
     cut = max(cut, len(ts) - MAX_RECENT)
     if cut > 0:
         del ts[:cut], amounts[:cut], dsts[:cut]
+    if is_near:
+        bisect.insort(near, t)
+    if near and near[0] <= ts[0]:
+        del near[: bisect.bisect_left(near, ts[0])]  # same retention as the window lists
     logs.append(log_usd)
     if len(logs) > MAX_AMOUNTS:
         del logs[0]
@@ -408,6 +412,38 @@ def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) 
     else:
         text = f"{dst.fan_in_new_2h} accounts paid this destination for the first time in 2 h"
     return Reason(code, text)
+
+
+def _mad_sorted(ordered: list[float], median: float) -> float:
+    """Median of |x - median| over a sorted list, without building the deviations.
+
+    The deviations, in ascending order, come from walking outward from the median: take
+    the nearer of the next value on the left and on the right. Only the middle one or two
+    order statistics are needed, so the walk stops halfway.
+    """
+    n = len(ordered)
+    want_hi = n // 2  # index of the (upper) middle deviation in ascending order
+    want_lo = (n - 1) // 2
+    left = bisect.bisect_left(ordered, median) - 1
+    right = left + 1
+    lo_value = hi_value = 0.0
+    for k in range(want_hi + 1):
+        if left < 0:
+            value = ordered[right] - median
+            right += 1
+        elif right >= n:
+            value = median - ordered[left]
+            left -= 1
+        else:
+            below, above = median - ordered[left], ordered[right] - median
+            if below <= above:
+                value, left = below, left - 1
+            else:
+                value, right = above, right + 1
+        if k == want_lo:
+            lo_value = value
+        hi_value = value
+    return 0.5 * (lo_value + hi_value)
 
 
 def _median_sorted(values: list[float]) -> float:
