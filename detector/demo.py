@@ -40,9 +40,9 @@ _INVALID_RECORDS = 12
 _READY_TIMEOUT_S = 90.0
 _DRAIN_TIMEOUT_S = 60.0
 _WORKER_STOP_TIMEOUT_S = 20.0
-# The simulator's normal traffic averages ~3 withdrawals per account-day (events); the
+# The simulator's traffic averages ~2.5 withdrawals per account-day (events); the
 # demo streams at least this many days (days) with this many attacks of each kind (count).
-_EVENTS_PER_ACCOUNT_DAY = 3.0
+_EVENTS_PER_ACCOUNT_DAY = 2.5
 _MIN_DAYS = 3.0
 _ATTACKS_PER_SCENARIO = 4
 # Training set used when no model exists yet (accounts, days).
@@ -97,6 +97,7 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
     topics_made = False
     stop = threading.Event()
     try:
+        demo.data_dir.mkdir(parents=True, exist_ok=True)
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
             started_kafka = kafka_local.start(demo)
@@ -111,14 +112,17 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         tally = _Tally()
         consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
         consumer.start()
+        # Size the simulated period so that it streams in about `duration` seconds; attacks
+        # come after the warm-up, so the whole period is streamed (nothing is cut off).
+        days = max(_MIN_DAYS, duration * rate / (accounts * _EVENTS_PER_ACCOUNT_DAY))
         events = simulate.generate(
             simulate.SimConfig(
                 accounts=accounts,
-                days=max(2.0, duration * rate / max(accounts, 1) / 0.9),
+                days=days,
                 seed=int(run_id, 16) % 10_000,
+                attacks_per_scenario=_ATTACKS_PER_SCENARIO,
             )
         )
-        events = events[: int(duration * rate)]
         _say(
             f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
             f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops"
