@@ -32,7 +32,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +49,8 @@ from types import TracebackType
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
+
+from detector.worker import log_tail, stop_process, worker_process
 
 __all__ = [
     "DASHBOARD",
@@ -397,7 +398,7 @@ def running_prometheus(
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {proc.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"prometheus exited {proc.returncode}:\n{log_tail(log_path)}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(f"{base_url}/-/ready", timeout=2.0) as response,
@@ -405,28 +406,11 @@ def running_prometheus(
                 if response.status == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready:\n{_tail(log_path)}")
+                raise RuntimeError(f"prometheus not ready:\n{log_tail(log_path)}")
             time.sleep(0.2)
         yield base_url
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        stop_process(proc)
 
 
 # Synthetic traffic --------------------------------------------------------------------------
@@ -611,49 +595,11 @@ def _demo_worker(bootstrap_servers: str, workdir: Path) -> Iterator[tuple[Any, s
     )
     specs = topic_specs(settings)
     ensure_topics(bootstrap_servers, specs)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-            "DETECTOR_APP_ID": settings.app_id,
-            "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
-            "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
-            "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
-            "DETECTOR_PARTITIONS": str(settings.partitions),
-            "DETECTOR_MODEL_DIR": str(settings.model_dir),
-            "DETECTOR_DATA_DIR": str(settings.data_dir),
-            "DETECTOR_WEB_PORT": str(settings.web_port),
-            "DETECTOR_LOG_LEVEL": "warning",
-        }
-    )
-    log_path = settings.data_dir / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
     target = f"127.0.0.1:{settings.web_port}"
     try:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited {proc.returncode}:\n{_tail(log_path)}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://{target}/readyz", timeout=2.0) as response,
-            ):
-                if response.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready:\n{_tail(log_path)}")
-            time.sleep(0.25)
-        yield settings, target
+        with worker_process(settings, log_path=settings.data_dir / "worker.log", cwd=REPO):
+            yield settings, target
     finally:
-        _stop(proc)
         with contextlib.suppress(Exception):
             delete_topics(bootstrap_servers, [s.name for s in specs])
 

@@ -111,6 +111,11 @@ class Settings:
         settings.validate()
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that :meth:`from_env` reads back into these settings (for
+        starting worker processes: the demo, tests, benchmarks)."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
     def validate(self) -> None:
         if self.partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")

@@ -11,17 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,15 +26,14 @@ from detector.app import topic_specs
 from detector.config import Settings
 from detector.errors import DetectorError
 from detector.topics import delete_topics, ensure_topics
+from detector.worker import worker_process
 
 __all__ = ["run_demo"]
 
 # Malformed records mixed into the stream to show the dead-letter path (count).
 _INVALID_RECORDS = 12
-# How long the demo waits for the worker to become ready / for the last verdicts (s).
-_READY_TIMEOUT_S = 90.0
+# How long the demo waits for the last verdicts after the traffic ends (s).
 _DRAIN_TIMEOUT_S = 60.0
-_WORKER_STOP_TIMEOUT_S = 20.0
 # The simulator's traffic averages ~2.5 withdrawals per account-day (events); the
 # demo streams at least this many days (days) with this many attacks of each kind (count).
 _EVENTS_PER_ACCOUNT_DAY = 2.5
@@ -92,58 +86,63 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         topic_dlq=f"demo-{run_id}-withdrawals-dlq",
         web_port=_free_port(settings.web_host, settings.web_port),
     )
-    started_kafka = False
-    worker: subprocess.Popen[bytes] | None = None
-    topics_made = False
     stop = threading.Event()
-    try:
-        demo.data_dir.mkdir(parents=True, exist_ok=True)
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
-            started_kafka = kafka_local.start(demo)
-        else:
-            _say(f"[1/5] using Kafka at {demo.bootstrap_servers}")
-            kafka_local.wait_ready(demo.bootstrap_servers, 30.0)
-        _ensure_model(demo)
-        _say(f"[3/5] creating topics for run {run_id} ({demo.partitions} partitions each)")
-        ensure_topics(demo.bootstrap_servers, topic_specs(demo))
-        topics_made = True
-        worker = _start_worker(demo)
-        tally = _Tally()
-        consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
-        consumer.start()
-        # Size the simulated period so that it streams in about `duration` seconds; attacks
-        # come after the warm-up, so the whole period is streamed (nothing is cut off).
-        days = max(_MIN_DAYS, duration * rate / (accounts * _EVENTS_PER_ACCOUNT_DAY))
-        events = simulate.generate(
-            simulate.SimConfig(
-                accounts=accounts,
-                days=days,
-                seed=int(run_id, 16) % 10_000,
-                attacks_per_scenario=_ATTACKS_PER_SCENARIO,
+    # Everything the demo starts is undone in reverse order, on success, error or Ctrl-C.
+    with contextlib.ExitStack() as undo:
+        undo.callback(stop.set)
+        try:
+            demo.data_dir.mkdir(parents=True, exist_ok=True)
+            if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+                _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
+                if kafka_local.start(demo):
+                    undo.callback(kafka_local.stop, demo)
+            else:
+                _say(f"[1/5] using Kafka at {demo.bootstrap_servers}")
+                kafka_local.wait_ready(demo.bootstrap_servers, 30.0)
+            _ensure_model(demo)
+            _say(f"[3/5] creating topics for run {run_id} ({demo.partitions} partitions each)")
+            specs = topic_specs(demo)
+            ensure_topics(demo.bootstrap_servers, specs)
+            undo.callback(_delete_quietly, demo.bootstrap_servers, [s.name for s in specs])
+            log_path = demo.data_dir / f"{demo.app_id}.log"
+            _say(
+                f"[4/5] starting worker (log: {log_path}, metrics: "
+                f"http://{demo.web_host}:{demo.web_port}/metrics)"
             )
-        )
-        _say(
-            f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
-            f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops"
-        )
-        sender = threading.Thread(target=_send, args=(demo, events, rate, tally), daemon=True)
-        sender.start()
-        _watch(tally, sender, len(events), stop)
-        _summary(tally)
-        return 0
-    except KeyboardInterrupt:
-        _say("\ninterrupted: cleaning up")
-        return 130
-    finally:
-        stop.set()
-        if worker is not None:
-            _stop_worker(worker)
-        if topics_made:
-            with contextlib.suppress(Exception):
-                delete_topics(demo.bootstrap_servers, [s.name for s in topic_specs(demo)])
-        if started_kafka:
-            kafka_local.stop(demo)
+            began = time.monotonic()
+            undo.enter_context(worker_process(demo, log_path=log_path))
+            _say(f"      worker ready in {time.monotonic() - began:.1f} s")
+            tally = _Tally()
+            consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
+            consumer.start()
+            # Size the simulated period so that it streams in about `duration` seconds;
+            # attacks come after the warm-up, so the whole period is streamed.
+            days = max(_MIN_DAYS, duration * rate / (accounts * _EVENTS_PER_ACCOUNT_DAY))
+            events = simulate.generate(
+                simulate.SimConfig(
+                    accounts=accounts,
+                    days=days,
+                    seed=int(run_id, 16) % 10_000,
+                    attacks_per_scenario=_ATTACKS_PER_SCENARIO,
+                )
+            )
+            _say(
+                f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
+                f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops"
+            )
+            sender = threading.Thread(target=_send, args=(demo, events, rate, tally), daemon=True)
+            sender.start()
+            _watch(tally, sender, len(events), stop)
+            _summary(tally)
+            return 0
+        except KeyboardInterrupt:
+            _say("\ninterrupted: cleaning up")
+            return 130
+
+
+def _delete_quietly(bootstrap_servers: str, names: list[str]) -> None:
+    with contextlib.suppress(Exception):
+        delete_topics(bootstrap_servers, names)
 
 
 def _say(text: str) -> None:
@@ -179,63 +178,6 @@ def _ensure_model(settings: Settings) -> None:
     )
     result = train(path, settings.model_dir)
     _say(f"      trained {result.model.version} on {result.report['events']} withdrawals")
-
-
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    log_path = settings.data_dir / f"{settings.app_id}.log"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "DETECTOR_APP_ID": settings.app_id,
-        "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
-        "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
-        "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
-        "DETECTOR_WEB_PORT": str(settings.web_port),
-        "DETECTOR_MODEL_DIR": str(settings.model_dir),
-        "DETECTOR_DATA_DIR": str(settings.data_dir),
-        "DETECTOR_LOG_LEVEL": "warning",
-    }
-    _say(
-        f"[4/5] starting worker (log: {log_path}, metrics: "
-        f"http://{settings.web_host}:{settings.web_port}/metrics)"
-    )
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
-    began = time.monotonic()
-    while time.monotonic() < began + _READY_TIMEOUT_S:
-        if proc.poll() is not None:
-            raise DetectorError(f"worker exited with {proc.returncode}:\n" + _tail(log_path))
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1.0) as response:
-            if response.status == 200:
-                _say(f"      worker ready in {time.monotonic() - began:.1f} s")
-                return proc
-        time.sleep(0.3)
-    proc.terminate()
-    raise DetectorError(f"worker not ready after {_READY_TIMEOUT_S:.0f} s:\n" + _tail(log_path))
-
-
-def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(_WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
 
 
 _MALFORMED = (

@@ -1,15 +1,36 @@
-"""``detector worker``: verify the model, create the topics, run the Faust worker."""
+"""``detector worker``: verify the model, create the topics, run the Faust worker.
+
+Also the one way the demo, the tests and the benchmarks start a worker *process* and wait
+for it to be ready (:func:`worker_process`).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import faust
 
 from detector.app import create_app, topic_specs
 from detector.config import Settings
+from detector.errors import DetectorError
 from detector.model import Model
 from detector.topics import ensure_topics
 
-__all__ = ["run_worker"]
+__all__ = ["log_tail", "run_worker", "stop_process", "worker_process"]
+
+# A worker is ready in ~4 s on 2 cores; a slow CI machine gets a generous margin (s).
+READY_TIMEOUT_S = 90.0
+# Faust's clean shutdown (flush, leave group) takes ~1-3 s; then SIGKILL (s).
+STOP_TIMEOUT_S = 30.0
+_POLL_S = 0.25
 
 
 def run_worker(settings: Settings) -> None:
@@ -18,3 +39,73 @@ def run_worker(settings: Settings) -> None:
     detector_app = create_app(settings, model=model)
     worker = faust.Worker(detector_app.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()
+
+
+@contextlib.contextmanager
+def worker_process(
+    settings: Settings,
+    *,
+    log_path: Path,
+    log_level: str = "warning",
+    ready_timeout: float = READY_TIMEOUT_S,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``python -m detector worker`` with ``settings``; yield once /readyz answers 200.
+
+    The process is stopped (SIGTERM, then SIGKILL) when the block exits, whatever happens.
+    A worker that exits or is not ready in time raises DetectorError with its log's tail.
+    """
+    env = {**os.environ, **settings.to_env(), "DETECTOR_LOG_LEVEL": log_level}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    url = f"http://{settings.web_host}:{settings.web_port}/readyz"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not _answers_200(url):
+            if proc.poll() is not None:
+                raise DetectorError(f"worker exited with {proc.returncode}:\n{log_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise DetectorError(
+                    f"worker not ready after {ready_timeout:.0f} s:\n{log_tail(log_path)}"
+                )
+            time.sleep(_POLL_S)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM (after SIGCONT: a stopped process cannot act on it), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,6 +17,7 @@ from typing import Any
 from detector.app import topic_specs
 from detector.config import Settings
 from detector.topics import delete_topics, ensure_topics
+from detector.worker import worker_process
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "default"
@@ -56,26 +54,6 @@ def isolated_settings(
     )
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "DETECTOR_APP_ID": settings.app_id,
-            "DETECTOR_TOPIC_WITHDRAWALS": settings.topic_withdrawals,
-            "DETECTOR_TOPIC_DECISIONS": settings.topic_decisions,
-            "DETECTOR_TOPIC_DLQ": settings.topic_dlq,
-            "DETECTOR_PARTITIONS": str(settings.partitions),
-            "DETECTOR_MODEL_DIR": str(settings.model_dir),
-            "DETECTOR_DATA_DIR": str(settings.data_dir),
-            "DETECTOR_WEB_PORT": str(settings.web_port),
-            "DETECTOR_STUCK_AFTER_S": str(settings.stuck_after_s),
-            "DETECTOR_LOG_LEVEL": "warning",
-        }
-    )
-    return env
-
-
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2.0) as response:
@@ -88,45 +66,12 @@ def get(url: str) -> tuple[int, str]:
 def running_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """Create the topics, start the worker, wait for /readyz; stop and clean up after."""
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.data_dir / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "worker"],
-            env=worker_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
     try:
-        url = f"http://127.0.0.1:{settings.web_port}/readyz"
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"worker exited {proc.returncode}:\n{log_tail(log_path)}")
-            with contextlib.suppress(OSError):
-                if get(url)[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"worker not ready in {_READY_TIMEOUT_S}s:\n{log_tail(log_path)}"
-                )
-            time.sleep(0.25)
-        yield proc
+        with worker_process(settings, log_path=settings.data_dir / "worker.log", cwd=REPO) as proc:
+            yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         with contextlib.suppress(Exception):
             delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def produce(

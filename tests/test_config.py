@@ -63,3 +63,8 @@ def test_readme_quotes_the_current_evaluation_table() -> None:
     start = evaluation.index("| scenario | events | ours recall")
     table = evaluation[start : evaluation.index("\n\n", start)]
     assert table in README.read_text(), "README quality table differs from docs/evaluation.md"
+
+
+def test_to_env_round_trips_through_from_env() -> None:
+    settings = Settings(partitions=7, model_dir=Path("/m"), batch_within_ms=3.5, app_id="x")
+    assert Settings.from_env(settings.to_env()) == settings
