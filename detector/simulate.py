@@ -733,15 +733,25 @@ def _pick_account(
     return int(rng.choice(fitting or seasoned or pool))
 
 
-def account_takeover(
-    rng: np.random.Generator, world: _World, t_s: float, attack_id: str, exclude: set[int]
+def _drain(
+    rng: np.random.Generator,
+    world: _World,
+    victim: int,
+    pieces: int,
+    concentration: float,
+    gap_s: tuple[float, float],
+    t_s: float,
+    *,
+    label: str,
+    attack_id: str,
 ) -> _Batch:
-    """A compromised account empties itself to a new address in 1-3 withdrawals."""
-    victim = _pick_account(rng, world, t_s, exclude)
-    pieces = int(rng.choice(_TAKEOVER_PIECES[0], p=_TAKEOVER_PIECES[1]))
+    """Most of ``victim``'s balance to one fresh address, in ``pieces`` withdrawals.
+
+    ``concentration`` is the Dirichlet parameter of the split (higher = more even pieces).
+    """
     total = world.balance[victim] * rng.uniform(*_TAKEOVER_DRAIN)
-    shares = np.sort(rng.dirichlet(np.full(pieces, 2.0)))[::-1]
-    times = t_s + np.concatenate([[0.0], np.cumsum(rng.uniform(*_TAKEOVER_GAP_S, pieces - 1))])
+    shares = np.sort(rng.dirichlet(np.full(pieces, concentration)))[::-1]
+    times = t_s + np.concatenate([[0.0], np.cumsum(rng.uniform(*gap_s, pieces - 1))])
     asset = int(world.assets[victim, 0])
     dest = _address(rng, ASSETS[asset].chain)
     return _attack_batch(
@@ -750,6 +760,25 @@ def account_takeover(
         [asset] * pieces,
         (total * shares).tolist(),
         [dest] * pieces,
+        label=label,
+        attack_id=attack_id,
+    )
+
+
+def account_takeover(
+    rng: np.random.Generator, world: _World, t_s: float, attack_id: str, exclude: set[int]
+) -> _Batch:
+    """A compromised account empties itself to a new address in 1-3 withdrawals."""
+    victim = _pick_account(rng, world, t_s, exclude)
+    pieces = int(rng.choice(_TAKEOVER_PIECES[0], p=_TAKEOVER_PIECES[1]))
+    return _drain(
+        rng,
+        world,
+        victim,
+        pieces,
+        2.0,
+        _TAKEOVER_GAP_S,
+        t_s,
         label="account_takeover",
         attack_id=attack_id,
     )
@@ -788,17 +817,14 @@ def dormant_wakeup(
         raise ConfigError("no dormant account left for dormant_wakeup")
     victim = free[0]
     pieces = int(rng.choice(_WAKEUP_PIECES[0], p=_WAKEUP_PIECES[1]))
-    total = world.balance[victim] * rng.uniform(*_TAKEOVER_DRAIN)
-    shares = np.sort(rng.dirichlet(np.full(pieces, 3.0)))[::-1]
-    times = t_s + np.concatenate([[0.0], np.cumsum(rng.uniform(*_WAKEUP_GAP_S, pieces - 1))])
-    asset = int(world.assets[victim, 0])
-    dest = _address(rng, ASSETS[asset].chain)
-    return _attack_batch(
-        times.tolist(),
-        [victim] * pieces,
-        [asset] * pieces,
-        (total * shares).tolist(),
-        [dest] * pieces,
+    return _drain(
+        rng,
+        world,
+        victim,
+        pieces,
+        3.0,
+        _WAKEUP_GAP_S,
+        t_s,
         label="dormant_wakeup",
         attack_id=attack_id,
     )
