@@ -39,7 +39,7 @@ from detector import simulate
 from detector.dataset import load_events
 from detector.features import FEATURE_NAMES
 from detector.model import Model
-from detector.plots import precision_recall_curve
+from detector.plots import precision_recall_curve, pyplot
 from detector.replay import replay
 from detector.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES, train
 
@@ -289,15 +289,6 @@ def _target(ours: dict[str, Any], baselines: Mapping[str, dict[str, Any]]) -> di
 # ---------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save_pr_png(
     path: Path,
     curves: Mapping[str, FloatArray],
@@ -305,7 +296,7 @@ def _save_pr_png(
     positive: BoolArray,
 ) -> None:
     """Precision-recall curves of every method, each with its matched operating point."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=_FIG_SIZE, dpi=_FIG_DPI)
     for method, scores in curves.items():
         precision, recall, _ = precision_recall_curve(scores, positive)
@@ -337,7 +328,7 @@ def _save_scores_png(
     path: Path, scores: FloatArray, labels: npt.NDArray[np.str_], model: Model
 ) -> None:
     """Histogram of our scores on the test set, normal vs attack, with the policy."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=_FIG_SIZE, dpi=_FIG_DPI)
     normal = labels == simulate.NORMAL_LABEL
     attack = np.isin(labels, simulate.SCENARIOS)

@@ -11,10 +11,16 @@ import numpy as np
 from detector.errors import DetectorError
 from detector.policy import Policy
 
-__all__ = ["precision_recall_curve", "save_precision_recall_png", "save_score_histogram_png"]
+__all__ = [
+    "precision_recall_curve",
+    "pyplot",
+    "save_precision_recall_png",
+    "save_score_histogram_png",
+]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend; a clear error without matplotlib."""
     try:
         import matplotlib
     except ImportError:  # pragma: no cover - the `plots` extra is installed by the README
@@ -28,7 +34,7 @@ def _pyplot() -> Any:
 def save_score_histogram_png(
     scores: np.ndarray, policy: Policy, path: Path, *, title: str = "Training anomaly scores"
 ) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.hist(scores, bins=120, color="#4c72b0", log=True)
     ax.axvline(
@@ -76,7 +82,7 @@ def save_precision_recall_png(
 ) -> None:
     positive = np.array([label not in (None, "normal") for label in labels], dtype=bool)
     precision, recall, thresholds = precision_recall_curve(scores, positive)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     ax.plot(recall, precision, color="#4c72b0", label="isolation forest (all scenarios)")
     for name, threshold, color in (
