@@ -96,19 +96,6 @@ class DetectorApp:
     topics: dict[str, Any]
 
 
-class _Sensor(faust.Sensor):
-    """Counts Kafka send errors. (Commit age is not taken from on_commit_completed: Faust
-    calls it on every commit-loop pass, even when nothing was committed.)"""
-
-    def __init__(self, metrics: DetectorMetrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        topic = getattr(state, "topic", None) if state is not None else None
-        self._metrics.observe_send_error(str(topic or "unknown"))
-
-
 def create_app(
     settings: Settings,
     *,
@@ -147,7 +134,6 @@ def create_app(
     )
     if (broker or settings.broker_url).startswith("kafka://"):
         app.transport = _Transport(app.conf.broker_consumer, app)
-    app.sensors.add(_Sensor(metrics))
 
     withdrawals = _raw_topic(app, settings.topic_withdrawals, settings.partitions)
     by_destination = _raw_topic(app, settings.topic_by_destination, settings.partitions)
