@@ -88,23 +88,26 @@ class Decider:
         self.hold_seconds = hold_seconds
         self._expected = model.forest.expected_contributions
         self._ordinary = model.ordinary
+        # The last batch's rows and scores (replay keeps them for its report).
+        self.last_rows: np.ndarray = np.empty((0, len(model.feature_names)))
         self.last_scores: np.ndarray = np.empty(0)
 
     def scores(self, items: Sequence[Pending]) -> np.ndarray:
-        if not items:
-            return np.empty(0)
-        return self.model.forest.score(np.array([it.row for it in items], dtype=np.float64))
+        return self._score(_matrix(items, len(self.model.feature_names)))
+
+    def _score(self, rows: np.ndarray) -> np.ndarray:
+        return self.model.forest.score(rows) if len(rows) else np.empty(0)
 
     def decide(self, items: Sequence[Pending], *, now: float | None = None) -> list[dict[str, Any]]:
         """One verdict document per item, in order."""
-        scores = self.last_scores = self.scores(items)
+        rows = self.last_rows = _matrix(items, len(self.model.feature_names))
+        scores = self.last_scores = self._score(rows)
         policy = self.model.policy
         verdicts = [policy.verdict(float(s)) for s in scores]
         flagged = [i for i, v in enumerate(verdicts) if v != "allow"]
         reasons: dict[int, list[dict[str, str]]] = {}
         if flagged:
-            rows = np.array([items[i].row for i in flagged], dtype=np.float64)
-            excess = self.model.forest.contributions(rows) - self._expected
+            excess = self.model.forest.contributions(rows[flagged]) - self._expected
             for k, i in enumerate(flagged):
                 it = items[i]
                 reasons[i] = [
@@ -125,6 +128,13 @@ class Decider:
             )
             for i, it in enumerate(items)
         ]
+
+
+def _matrix(items: Sequence[Pending], width: int) -> np.ndarray:
+    """The items' model rows as one float64 matrix (``(0, width)`` for no items)."""
+    if not items:
+        return np.empty((0, width))
+    return np.array([it.row for it in items], dtype=np.float64)
 
 
 def make_verdict(

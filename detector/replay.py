@@ -53,7 +53,7 @@ def replay(
     state = FeatureState()
     verdicts: list[dict[str, Any]] = []
     scores: list[np.ndarray] = []
-    rows: list[list[float]] = []
+    rows: list[np.ndarray] = []
     labels: list[str | None] = []
     chunk: list[Pending] = []
     stamp = time.time() if now is None else now
@@ -61,12 +61,12 @@ def replay(
     def flush() -> None:
         verdicts.extend(decider.decide(chunk, now=stamp))
         scores.append(decider.last_scores)
+        rows.append(decider.last_rows)
         chunk.clear()
 
     for event in events:
         item = state.step(event)
         chunk.append(item)
-        rows.append(item.row)
         labels.append(event.label)
         if len(chunk) >= CHUNK:
             flush()
@@ -77,7 +77,7 @@ def replay(
         np.concatenate(scores) if scores else np.empty(0),
         labels,
         time.perf_counter() - started,
-        np.array(rows, dtype=np.float64),
+        np.concatenate(rows) if rows else np.empty((0, len(model.feature_names))),
     )
 
 
