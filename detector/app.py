@@ -141,7 +141,7 @@ def create_app(
     dlq = _raw_topic(app, settings.topic_dlq, settings.partitions)
     accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
     destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
-    decider_holder = [Decider(model, hold_seconds=settings.hold_seconds)]
+    decider = Decider(model, hold_seconds=settings.hold_seconds)
     batch_within = settings.batch_within_ms / 1000.0
 
     def dead_letter(event: Any, exc: InvalidEvent) -> _Out:
@@ -215,7 +215,7 @@ def create_app(
                     )
                     outbox.append(dead_letter(event, err))
             _make_current(None)
-            verdicts = decider_holder[0].decide(items, now=clock())
+            verdicts = decider.decide(items, now=clock())
             for item, verdict in zip(items, verdicts, strict=True):
                 outbox.append(
                     _Out(

@@ -160,7 +160,7 @@ class DestinationFeatures(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1 << 16)  # hot accounts and addresses repeat; 64k entries
-def destination_key(text: str) -> str:
+def short_digest(text: str) -> str:
     """Short stable digest of an address or id: bounds state size whatever its length."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
@@ -192,7 +192,7 @@ def account_step(
     ts: list[float] = st["ts"]
     amounts: list[float] = st["usd"]
     dsts: list[str] = st["dst"]
-    dkey = destination_key(event.destination)
+    dkey = short_digest(event.destination)
     n: int = st["n"]
 
     # Window queries over (t - W, t] from history (events strictly after t are excluded).
@@ -307,7 +307,7 @@ def destination_step(
     lasts: list[float] = st["L"]
     news: list[float] = st["N"]
     t = event.requested_at
-    akey = destination_key(event.account_id)
+    akey = short_digest(event.account_id)
     seen = accounts.get(akey)
     if seen is None:
         seen = accounts[akey] = [t, 0.0]
