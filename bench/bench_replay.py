@@ -2,7 +2,7 @@
 
     python bench/bench_replay.py [--accounts 1000] [--days 21] [--repeat 3]
 
-Prints events/s of ``detector.replay.replay`` (features + batched scoring + policy +
+Prints events/s of ``detector.offline.replay.replay`` (features + batched scoring + policy +
 verdict documents) with the served model, and the share of time in each stage.
 """
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import simulate
 from detector.events import validate_withdrawal
 from detector.model import Model
+from detector.offline import simulate
+from detector.offline.replay import CHUNK, replay
 from detector.pipeline import Decider, feature_rows
-from detector.replay import CHUNK, replay
 
 REPO = Path(__file__).resolve().parent.parent
 

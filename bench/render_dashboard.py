@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from detector.worker import log_tail, stop_process, worker_process
+from detector.local.process import log_tail, stop_process, worker_process
 
 __all__ = [
     "DASHBOARD",
@@ -542,7 +542,7 @@ class Traffic:
 
     def _run(self) -> None:
         try:
-            from detector.topics import import_kafka
+            from detector.stream.topics import import_kafka
 
             import_kafka()  # hides kafka-python's import-time DeprecationWarnings
             from kafka import KafkaProducer
@@ -577,9 +577,9 @@ class Traffic:
 @contextlib.contextmanager
 def _demo_worker(bootstrap_servers: str, workdir: Path) -> Iterator[tuple[Any, str]]:
     """A ``detector worker`` on topics of its own (deleted after); yields (settings, target)."""
-    from detector.app import topic_specs
     from detector.config import Settings
-    from detector.topics import delete_topics, ensure_topics
+    from detector.stream.app import topic_specs
+    from detector.stream.topics import delete_topics, ensure_topics
 
     run = uuid.uuid4().hex[:4]
     settings = replace(

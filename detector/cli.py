@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detector.config import Settings
 from detector.errors import DetectorError
-from detector.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
+from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
 
 __all__ = ["main"]
 
@@ -24,23 +24,23 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from detector import kafka_local
+    from detector.local import broker
 
     settings = _settings(args)
     if args.action == "start":
-        kafka_local.start(settings)
+        broker.start(settings)
     elif args.action == "stop":
-        kafka_local.stop(settings)
+        broker.stop(settings)
     else:
-        status = kafka_local.status(settings)
+        status = broker.status(settings)
         print(status)
         return 0 if status.ready else 3
     return 0
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from detector.app import topic_specs
-    from detector.topics import ensure_topics
+    from detector.stream.app import topic_specs
+    from detector.stream.topics import ensure_topics
 
     settings = _settings(args)
     created = ensure_topics(settings.bootstrap_servers, topic_specs(settings))
@@ -53,14 +53,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from detector.worker import run_worker
+    from detector.stream.worker import run_worker
 
     run_worker(_settings(args))
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from detector import simulate
+    from detector.local import traffic
+    from detector.offline import simulate
 
     config = simulate.SimConfig(
         accounts=args.accounts,
@@ -78,7 +79,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {n} withdrawals to {args.out}: {json.dumps(labels, sort_keys=True)}")
         return 0
     settings = _settings(args)
-    sent = simulate.stream_to_kafka(
+    sent = traffic.stream_to_kafka(
         events,
         bootstrap_servers=settings.bootstrap_servers,
         topic=args.topic or settings.topic_withdrawals,
@@ -90,7 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from detector.training import train
+    from detector.offline.training import train
 
     result = train(
         Path(args.events),
@@ -114,9 +115,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from detector.dataset import load_events
     from detector.model import Model
-    from detector.replay import quality_report, replay, write_verdicts
+    from detector.offline.dataset import load_events
+    from detector.offline.replay import quality_report, replay, write_verdicts
 
     settings = Settings.from_env()
     model = Model.load(Path(args.model))
@@ -131,7 +132,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         path = Path(args.report)
         path.write_text(json.dumps(report, indent=2) + "\n")
         if "attack_recall" in report and not args.no_plots:
-            from detector.plots import save_precision_recall_png
+            from detector.offline.plots import save_precision_recall_png
 
             save_precision_recall_png(
                 result.scores, result.labels, model.policy, path.with_name(path.stem + "_pr.png")
@@ -141,14 +142,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detector.evaluation import run_evaluation
+    from detector.offline.evaluation import run_evaluation
 
     run_evaluation(Path(args.out), Path(args.work_dir), accounts=args.accounts, days=args.days)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from detector.demo import run_demo
+    from detector.local.demo import run_demo
 
     return run_demo(
         Settings.from_env(), duration=args.duration, rate=args.rate, accounts=args.accounts

@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from detector.app import topic_specs
 from detector.config import Settings
-from detector.topics import delete_topics, ensure_topics
-from detector.worker import worker_process
+from detector.local.process import worker_process
+from detector.stream.app import topic_specs
+from detector.stream.topics import delete_topics, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "default"

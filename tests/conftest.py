@@ -28,7 +28,7 @@ def _unique(prefix: str) -> str:
 def bootstrap_servers() -> str:
     """Bootstrap servers of a broker that serves metadata (waits up to 30 s, else fails)."""
     from detector.errors import KafkaSetupError
-    from detector.kafka_local import wait_ready
+    from detector.local.broker import wait_ready
 
     servers = Settings.from_env().bootstrap_servers
     try:
@@ -47,7 +47,7 @@ def bootstrap_servers() -> str:
 @pytest.fixture
 def topic_factory(bootstrap_servers: str) -> Iterator[TopicFactory]:
     """``make(partitions=1, config=None, prefix="test") -> name``: a fresh topic, deleted after."""
-    from detector.topics import TopicSpec, delete_topics, ensure_topics
+    from detector.stream.topics import TopicSpec, delete_topics, ensure_topics
 
     created: list[str] = []
 

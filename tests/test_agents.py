@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from _worker import DEFAULT_MODEL
 
-from detector.app import DetectorApp, create_app
 from detector.config import Settings
 from detector.model import Model
+from detector.stream.app import DetectorApp, create_app
 
 WITHDRAWAL = {
     "withdrawal_id": "w-1",

@@ -10,7 +10,7 @@ import pytest
 from _worker import DEFAULT_MODEL, free_port
 
 from detector.config import Settings
-from detector.demo import run_demo
+from detector.local.demo import run_demo
 
 pytestmark = pytest.mark.broker
 

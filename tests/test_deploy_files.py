@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.cli import build_parser
 from detector.config import ENV_PREFIX, Settings
-from detector.health import Health, serve_standalone
+from detector.stream.health import Health, serve_standalone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"

@@ -1,4 +1,4 @@
-"""Tests of ``detector evaluate`` (detector.evaluation): one tiny end-to-end run, the
+"""Tests of ``detector evaluate`` (detector.offline.evaluation): one tiny end-to-end run, the
 markdown/JSON/PNG outputs it writes, and the false-positive-budget matching helper."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.cli import main
-from detector.evaluation import (
+from detector.offline.evaluation import (
     TARGET_NORMAL_FLAGGED_RATE,
     TARGET_RECALL,
     MatchedThreshold,
     match_threshold,
     run_evaluation,
 )
-from detector.simulate import NORMAL_LABEL, SCENARIOS
+from detector.offline.simulate import NORMAL_LABEL, SCENARIOS
 
 # Tiny population: the whole run takes a couple of seconds (accounts, days).
 _ACCOUNTS = 120

@@ -9,13 +9,13 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.health import (
+from detector.stream.health import (
     TEXT_CONTENT_TYPE,
     Health,
     http_response,
     serve_standalone,
 )
-from detector.metrics import DetectorMetrics
+from detector.stream.metrics import DetectorMetrics
 
 STUCK_AFTER_S = 60.0
 

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.metrics import (
+from detector.stream.metrics import (
     ANOMALY_SCORE_BUCKETS,
     BATCH_SIZE_BUCKETS,
     DECISION_LATENCY_BUCKETS_S,

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from _worker import DEFAULT_MODEL
 
-from detector import simulate
 from detector.cli import main
 from detector.errors import InputFileError, ModelError
 from detector.events import Withdrawal, format_rfc3339
 from detector.features import FEATURE_NAMES
 from detector.model import Model
+from detector.offline import simulate
+from detector.offline.replay import replay
 from detector.pipeline import Decider, FeatureState
-from detector.replay import replay
 
 T0 = 1_790_000_000.0
 DAY = 86400.0
@@ -160,7 +160,7 @@ def test_replay_cli_report_and_verdicts(trained: tuple[Path, Path]) -> None:
     assert 0 < report["attack_recall"] <= 1
     assert (root / "report_pr.png").stat().st_size > 1000
     # The same model and events give the same verdicts through the library call.
-    from detector.dataset import load_events
+    from detector.offline.dataset import load_events
 
     again = replay(load_events(test_file), Model.load(root / "model"))
     assert [json.loads(line)["verdict"] for line in lines] == [v["verdict"] for v in again.verdicts]
@@ -180,7 +180,7 @@ def test_replay_rejects_a_bad_line_with_its_number(
     err = capsys.readouterr().err
     assert f"{path}:2: bad_amount: amount must be > 0" in err
     with pytest.raises(InputFileError) as info:
-        from detector.dataset import load_events
+        from detector.offline.dataset import load_events
 
         load_events(path)
     assert info.value.line == 2

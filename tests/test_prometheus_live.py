@@ -50,7 +50,7 @@ import yaml
 from _worker import REPO, isolated_settings, running_worker
 
 from detector.config import Settings
-from detector.topics import TopicSpec, delete_topics, ensure_topics, import_kafka
+from detector.stream.topics import TopicSpec, delete_topics, ensure_topics, import_kafka
 
 pytestmark = [pytest.mark.broker, pytest.mark.prometheus]
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from detector.metrics import DetectorMetrics, render
+from detector.stream.metrics import DetectorMetrics, render
 
 pytestmark = pytest.mark.prometheus
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic withdrawal generator (detector.simulate)."""
+"""Tests of the synthetic withdrawal generator (detector.offline.simulate)."""
 
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector.errors import ConfigError, KafkaSetupError
-from detector.simulate import (
+from detector.local.traffic import PROGRESS_EVERY, stream_to_kafka
+from detector.offline.simulate import (
     ASSETS,
     DEFAULT_START,
     NORMAL_LABEL,
-    PROGRESS_EVERY,
     SCENARIOS,
     STRUCTURING_LIMIT_USD,
     SimConfig,
     encode_event,
     generate,
-    stream_to_kafka,
     write_jsonl,
 )
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from _worker import consume_until, isolated_settings, produce, running_worker, verdicts_of
 
-from detector.app import ACCOUNTS_TABLE
 from detector.events import format_rfc3339
+from detector.stream.app import ACCOUNTS_TABLE
 
 pytestmark = pytest.mark.broker
 
@@ -196,11 +196,11 @@ def test_worker_and_replay_give_the_same_verdicts(bootstrap_servers: str, tmp_pa
     """
     from _worker import DEFAULT_MODEL
 
-    from detector import simulate
     from detector.events import validate_withdrawal
     from detector.features import FEATURE_NAMES
     from detector.model import Model
-    from detector.replay import replay
+    from detector.offline import simulate
+    from detector.offline.replay import replay
 
     events = simulate.generate(
         simulate.SimConfig(accounts=150, days=8, seed=21, attacks_per_scenario=2)

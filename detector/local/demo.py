@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from detector import kafka_local, simulate
-from detector.app import topic_specs
 from detector.config import Settings
 from detector.errors import DetectorError
-from detector.topics import delete_topics, ensure_topics
-from detector.worker import worker_process
+from detector.local import broker, traffic
+from detector.local.process import worker_process
+from detector.offline import simulate
+from detector.stream.app import topic_specs
+from detector.stream.topics import delete_topics, ensure_topics
 
 __all__ = ["run_demo"]
 
@@ -94,11 +95,11 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
             demo.data_dir.mkdir(parents=True, exist_ok=True)
             if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
                 _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
-                if kafka_local.start(demo):
-                    undo.callback(kafka_local.stop, demo)
+                if broker.start(demo):
+                    undo.callback(broker.stop, demo)
             else:
                 _say(f"[1/5] using Kafka at {demo.bootstrap_servers}")
-                kafka_local.wait_ready(demo.bootstrap_servers, 30.0)
+                broker.wait_ready(demo.bootstrap_servers, 30.0)
             _ensure_model(demo)
             _say(f"[3/5] creating topics for run {run_id} ({demo.partitions} partitions each)")
             specs = topic_specs(demo)
@@ -164,7 +165,7 @@ def _ensure_model(settings: Settings) -> None:
     if (settings.model_dir / "model.json").exists():
         _say(f"[2/5] model: {settings.model_dir}")
         return
-    from detector.training import train
+    from detector.offline.training import train
 
     path = settings.data_dir / "demo-training.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +208,7 @@ def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: 
     side = threading.Thread(target=send_malformed, daemon=True)
     side.start()
     try:
-        simulate.stream_to_kafka(
+        traffic.stream_to_kafka(
             events,
             bootstrap_servers=settings.bootstrap_servers,
             topic=settings.topic_withdrawals,

@@ -5,7 +5,7 @@ itself (traps: a table's changelog needs exactly the partition count of its sour
 broker's default count differs). :func:`ensure_topics` creates what is missing and refuses to go
 on when an existing topic has the wrong partition count, naming the topic and both counts.
 
-Also here, shared with :mod:`detector.kafka_local`: :func:`admin_client`, a kafka-python
+Also here, shared with :mod:`detector.local.broker`: :func:`admin_client`, a kafka-python
 ``KafkaAdminClient`` that checks TCP reachability first and never leaks its I/O thread when the
 cluster is unreachable, and :func:`quiet_kafka_logging` for polling loops.
 

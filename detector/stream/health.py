@@ -30,7 +30,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from detector.metrics import render
+from detector.stream.metrics import render
 
 __all__ = [
     "HEALTH_PATH",

@@ -1,4 +1,4 @@
-"""The local Kafka broker (detector.kafka_local) and explicit topic creation (detector.topics).
+"""The local Kafka broker (detector.local.broker) and explicit topics (detector.stream.topics).
 
 Unit tests need neither Java nor a broker: they render properties and exercise the pid-safety
 logic against harmless stand-in processes. ``broker`` tests run a real broker (a private one
@@ -19,10 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from detector import kafka_local
 from detector.config import Settings
 from detector.errors import ConfigError, KafkaSetupError
-from detector.topics import TopicSpec, delete_topics, ensure_topics, import_kafka, split_bootstrap
+from detector.local import broker
+from detector.stream.topics import (
+    TopicSpec,
+    delete_topics,
+    ensure_topics,
+    import_kafka,
+    split_bootstrap,
+)
 
 # A stand-in "broker": a Python process whose command line looks like ours. It prints a line
 # once its signal disposition is set, then sleeps. argv[1] chooses how it treats SIGTERM.
@@ -82,7 +88,7 @@ class _Logs(list[str]):
 
 def test_rendered_properties_use_the_settings_ports_and_data_dir(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "state")
-    props = _parse_properties(kafka_local.render_server_properties(settings))
+    props = _parse_properties(broker.render_server_properties(settings))
     kp, cp = settings.kafka_port, settings.kafka_controller_port
 
     assert props["listeners"] == f"PLAINTEXT://127.0.0.1:{kp},CONTROLLER://127.0.0.1:{cp}"
@@ -98,14 +104,14 @@ def test_rendered_properties_use_the_settings_ports_and_data_dir(tmp_path: Path)
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["transaction.state.log.min.isr"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
-    assert "${" not in kafka_local.render_server_properties(settings)
+    assert "${" not in broker.render_server_properties(settings)
 
 
 def test_relative_data_dir_becomes_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    paths = kafka_local.broker_paths(_settings(Path(".detector")))
+    paths = broker.broker_paths(_settings(Path(".detector")))
     assert paths.root == tmp_path.resolve() / ".detector" / "kafka"
     assert paths.properties.is_absolute() and paths.pid_file.parent == paths.root
 
@@ -113,18 +119,18 @@ def test_relative_data_dir_becomes_absolute(
 def test_equal_ports_are_refused(tmp_path: Path) -> None:
     settings = _settings(tmp_path, kafka_port=29999, kafka_controller_port=29999)
     with pytest.raises(KafkaSetupError, match="must differ"):
-        kafka_local.render_server_properties(settings)
+        broker.render_server_properties(settings)
 
 
 def test_cluster_id_looks_like_a_kafka_uuid() -> None:
-    cid = kafka_local._new_cluster_id()
+    cid = broker._new_cluster_id()
     assert len(cid) == 22 and not cid.startswith("-")
     assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def test_log4j_and_template_ship_with_the_pom() -> None:
     for name in ("pom.xml", "server.properties.template", "log4j.properties"):
-        assert (kafka_local.DEPLOY_DIR / name).is_file(), name
+        assert (broker.FILES_DIR / name).is_file(), name
 
 
 # --------------------------------------------------------------------------- jars
@@ -132,9 +138,9 @@ def test_log4j_and_template_ship_with_the_pom() -> None:
 
 def test_jar_cache_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert kafka_local.jar_cache_dir("3.9.1") == tmp_path / "detector" / "kafka-3.9.1" / "lib"
+    assert broker.jar_cache_dir("3.9.1") == tmp_path / "detector" / "kafka-3.9.1" / "lib"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # XDG: relative paths are invalid
-    assert kafka_local.jar_cache_dir("3.9.1") == (
+    assert broker.jar_cache_dir("3.9.1") == (
         Path.home() / ".cache" / "detector" / "kafka-3.9.1" / "lib"
     )
 
@@ -142,12 +148,12 @@ def test_jar_cache_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.Mo
 def test_complete_jar_cache_skips_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no mvn, no java: must not be needed
-    pom = kafka_local.DEPLOY_DIR / "pom.xml"
-    lib = kafka_local.jar_cache_dir(kafka_local._pom_kafka_version(pom))
+    pom = broker.FILES_DIR / "pom.xml"
+    lib = broker.jar_cache_dir(broker._pom_kafka_version(pom))
     lib.mkdir(parents=True)
     (lib / ".complete").write_text(hashlib.sha256(pom.read_bytes()).hexdigest() + "\n")
 
-    assert kafka_local.resolve_jars(Settings()) == lib
+    assert broker.resolve_jars(Settings()) == lib
 
 
 def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +165,7 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(KafkaSetupError, match=r"`mvn` not found.*apt-get install maven"):
-        kafka_local.resolve_jars(Settings(), log=_Logs())
+        broker.resolve_jars(Settings(), log=_Logs())
 
 
 def _fake_tools(bin_dir: Path, mvn_script: str) -> None:
@@ -175,13 +181,13 @@ def test_maven_failure_quotes_its_output(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     with pytest.raises(KafkaSetupError, match=r"exit 1(.|\n)*Could not resolve") as info:
-        kafka_local.resolve_jars(Settings(), log=_Logs())
+        broker.resolve_jars(Settings(), log=_Logs())
     assert info.value.retriable
     assert not any((tmp_path / "cache").rglob("*.jar"))
 
 
 def test_jars_are_copied_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    version = kafka_local._pom_kafka_version(kafka_local.DEPLOY_DIR / "pom.xml")
+    version = broker._pom_kafka_version(broker.FILES_DIR / "pom.xml")
     calls = tmp_path / "mvn-calls"
     # A stand-in Maven: records the call, "copies" the broker jar into -DoutputDirectory.
     _fake_tools(
@@ -193,9 +199,9 @@ def test_jars_are_copied_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
 
-    lib = kafka_local.resolve_jars(Settings(), log=_Logs())
+    lib = broker.resolve_jars(Settings(), log=_Logs())
     assert (lib / f"kafka_2.13-{version}.jar").is_file() and (lib / ".complete").is_file()
-    assert kafka_local.resolve_jars(Settings(), log=_Logs()) == lib
+    assert broker.resolve_jars(Settings(), log=_Logs()) == lib
     assert calls.read_text().count("x") == 1  # the second call used the cache
     assert [p.name for p in lib.parent.iterdir()] == ["lib"]  # no staging dir left behind
 
@@ -203,12 +209,12 @@ def test_jars_are_copied_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_stale_pom_digest_reruns_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    pom = kafka_local.DEPLOY_DIR / "pom.xml"
-    lib = kafka_local.jar_cache_dir(kafka_local._pom_kafka_version(pom))
+    pom = broker.FILES_DIR / "pom.xml"
+    lib = broker.jar_cache_dir(broker._pom_kafka_version(pom))
     lib.mkdir(parents=True)
     (lib / ".complete").write_text("digest-of-an-older-pom\n")
     with pytest.raises(KafkaSetupError, match="not found on PATH"):
-        kafka_local.resolve_jars(Settings(), log=_Logs())
+        broker.resolve_jars(Settings(), log=_Logs())
 
 
 # --------------------------------------------------------------------------- start guards
@@ -220,24 +226,24 @@ def test_start_refuses_a_port_taken_by_someone_else(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", settings.kafka_port))
         squatter.listen()
         with pytest.raises(KafkaSetupError) as info:
-            kafka_local.start(settings, log=_Logs())
+            broker.start(settings, log=_Logs())
     message = str(info.value)
     assert f"port {settings.kafka_port}" in message and "already in use" in message
     assert f"pid {os.getpid()}" in message  # names the squatter
-    assert not kafka_local.broker_paths(settings).pid_file.exists()
+    assert not broker.broker_paths(settings).pid_file.exists()
 
 
 def test_start_refuses_a_malformed_heap(tmp_path: Path) -> None:
     settings = _settings(tmp_path, kafka_heap="1g -XX:+Evil")
     with pytest.raises(KafkaSetupError, match="DETECTOR_KAFKA_HEAP"):
-        kafka_local.start(settings, log=_Logs())
+        broker.start(settings, log=_Logs())
 
 
 def test_wait_ready_fails_fast_and_retriable_on_a_closed_port() -> None:
     (port,) = _free_ports(1)
     started = time.monotonic()
     with pytest.raises(KafkaSetupError, match="not ready after") as info:
-        kafka_local.wait_ready(f"127.0.0.1:{port}", timeout=0.5)
+        broker.wait_ready(f"127.0.0.1:{port}", timeout=0.5)
     assert info.value.retriable
     assert time.monotonic() - started < 5
 
@@ -270,12 +276,12 @@ def spawn() -> Iterator[Spawn]:
 
 
 def _fake_broker(spawn: Spawn, settings: Settings, mode: str = "honour-term") -> int:
-    props = kafka_local.broker_paths(settings).properties
+    props = broker.broker_paths(settings).properties
     return spawn(sys.executable, "-c", _FAKE_BROKER, mode, "kafka.Kafka", str(props)).pid
 
 
 def _write_pid(settings: Settings, pid: int) -> Path:
-    pid_file = kafka_local.broker_paths(settings).pid_file
+    pid_file = broker.broker_paths(settings).pid_file
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{pid}\n")
     return pid_file
@@ -283,14 +289,14 @@ def _write_pid(settings: Settings, pid: int) -> Path:
 
 def test_only_our_command_line_counts_as_our_broker(tmp_path: Path, spawn: Spawn) -> None:
     ours, other = _settings(tmp_path / "a"), _settings(tmp_path / "b")
-    props = kafka_local.broker_paths(ours).properties
+    props = broker.broker_paths(ours).properties
     fake = _fake_broker(spawn, ours)
     sleeper = spawn("sleep", "120").pid
 
-    assert kafka_local._is_our_broker(fake, props)
-    assert not kafka_local._is_our_broker(fake, kafka_local.broker_paths(other).properties)
-    assert not kafka_local._is_our_broker(sleeper, props)
-    assert not kafka_local._is_our_broker(2**22 + 12345, props)  # above pid_max: no such pid
+    assert broker._is_our_broker(fake, props)
+    assert not broker._is_our_broker(fake, broker.broker_paths(other).properties)
+    assert not broker._is_our_broker(sleeper, props)
+    assert not broker._is_our_broker(2**22 + 12345, props)  # above pid_max: no such pid
 
 
 def test_stop_never_signals_a_foreign_pid(tmp_path: Path, spawn: Spawn) -> None:
@@ -299,7 +305,7 @@ def test_stop_never_signals_a_foreign_pid(tmp_path: Path, spawn: Spawn) -> None:
     pid_file = _write_pid(settings, bystander.pid)
     logs = _Logs()
 
-    assert kafka_local.stop(settings, log=logs) is False
+    assert broker.stop(settings, log=logs) is False
     assert bystander.poll() is None  # still alive
     assert not pid_file.exists()
     assert "stale pid file" in logs.text() and "not running" in logs.text()
@@ -310,10 +316,10 @@ def test_stop_terminates_our_broker(tmp_path: Path, spawn: Spawn) -> None:
     pid = _fake_broker(spawn, settings)
     pid_file = _write_pid(settings, pid)
 
-    assert kafka_local.stop(settings, log=_Logs()) is True
-    assert not kafka_local._pid_alive(pid)
+    assert broker.stop(settings, log=_Logs()) is True
+    assert not broker._pid_alive(pid)
     assert not pid_file.exists()
-    assert kafka_local.stop(settings, log=_Logs()) is False  # idempotent
+    assert broker.stop(settings, log=_Logs()) is False  # idempotent
 
 
 def test_stop_sigkills_a_broker_ignoring_sigterm(tmp_path: Path, spawn: Spawn) -> None:
@@ -322,8 +328,8 @@ def test_stop_sigkills_a_broker_ignoring_sigterm(tmp_path: Path, spawn: Spawn) -
     _write_pid(settings, pid)
     logs = _Logs()
 
-    assert kafka_local.stop(settings, log=logs, timeout=0.5) is True
-    assert not kafka_local._pid_alive(pid)
+    assert broker.stop(settings, log=logs, timeout=0.5) is True
+    assert not broker._pid_alive(pid)
     assert "SIGKILL" in logs.text()
 
 
@@ -331,26 +337,26 @@ def test_broker_is_found_without_its_pid_file(tmp_path: Path, spawn: Spawn) -> N
     settings = _settings(tmp_path)
     pid = _fake_broker(spawn, settings)  # no pid file written
 
-    st = kafka_local.status(settings)
+    st = broker.status(settings)
     assert st.running and st.pid == pid and not st.ready  # nothing listens on its port
     assert "NOT ready" in str(st)
-    assert kafka_local.stop(settings, log=_Logs()) is True
+    assert broker.stop(settings, log=_Logs()) is True
 
 
 def test_start_refuses_a_running_broker_with_other_ports(tmp_path: Path, spawn: Spawn) -> None:
     settings = _settings(tmp_path)
-    paths = kafka_local.broker_paths(settings)
+    paths = broker.broker_paths(settings)
     paths.root.mkdir(parents=True)
-    paths.properties.write_text(kafka_local.render_server_properties(settings))
+    paths.properties.write_text(broker.render_server_properties(settings))
     _fake_broker(spawn, settings)
     (new_port,) = _free_ports(1)
     moved = _settings(tmp_path, kafka_port=new_port)
     with pytest.raises(KafkaSetupError, match="other settings"):
-        kafka_local.start(moved, log=_Logs(), timeout=1)
+        broker.start(moved, log=_Logs(), timeout=1)
 
 
 def test_status_of_nothing(tmp_path: Path) -> None:
-    st = kafka_local.status(_settings(tmp_path))
+    st = broker.status(_settings(tmp_path))
     assert (st.running, st.ready, st.pid) == (False, False, None)
     assert str(st).startswith("kafka: not running")
     assert st.log_file == tmp_path.resolve() / "kafka" / "broker.log"
@@ -410,40 +416,40 @@ def test_local_broker_lifecycle(tmp_path: Path, unique_group: str) -> None:
     bootstrap = settings.bootstrap_servers
     logs = _Logs()
     try:
-        assert kafka_local.start(settings, log=logs) is True
-        st = kafka_local.status(settings)
+        assert broker.start(settings, log=logs) is True
+        st = broker.status(settings)
         assert st.running and st.ready and st.pid is not None, str(st)
         assert st.bootstrap == bootstrap
 
         again = _Logs()
-        assert kafka_local.start(settings, log=again) is False
+        assert broker.start(settings, log=again) is False
         assert "already running" in again.text()
 
         topic = f"lifecycle-{uuid.uuid4().hex[:8]}"
         assert ensure_topics(bootstrap, [TopicSpec(topic, 2)]) == [topic]
         assert _round_trip(bootstrap, topic, unique_group) == b"hello"
 
-        assert kafka_local.stop(settings, log=logs) is True
-        assert not kafka_local._pid_alive(st.pid)
-        assert not kafka_local.status(settings).running
+        assert broker.stop(settings, log=logs) is True
+        assert not broker._pid_alive(st.pid)
+        assert not broker.status(settings).running
 
         final = _Logs()
-        assert kafka_local.stop(settings, log=final) is False
+        assert broker.stop(settings, log=final) is False
         assert "not running" in final.text()
     finally:
-        kafka_local.stop(settings, log=_Logs())
+        broker.stop(settings, log=_Logs())
 
 
 @pytest.mark.broker
 def test_a_broker_that_dies_at_startup_is_reported_with_its_log(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "state", kafka_heap="1k")  # the JVM refuses this heap
     with pytest.raises(KafkaSetupError) as info:
-        kafka_local.start(settings, log=_Logs(), timeout=60)
+        broker.start(settings, log=_Logs(), timeout=60)
     message = str(info.value)
     assert "exited during startup" in message and "broker.log" in message
     assert "heap" in message.lower()  # the JVM's own complaint, quoted from the log
-    assert not kafka_local.status(settings).running
-    assert not kafka_local.broker_paths(settings).pid_file.exists()
+    assert not broker.status(settings).running
+    assert not broker.broker_paths(settings).pid_file.exists()
 
 
 @pytest.mark.broker
@@ -451,7 +457,7 @@ def test_ensure_topics_creates_partitions_and_config(bootstrap_servers: str) -> 
     import_kafka()
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from detector.topics import admin_client
+    from detector.stream.topics import admin_client
 
     name = f"test-ensure-{uuid.uuid4().hex[:12]}"
     spec = TopicSpec(name, 3, config={"cleanup.policy": "compact"})

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.dataset import load_events
 from detector.errors import ModelError
 from detector.model import Model, fit_model
+from detector.offline.dataset import load_events
 from detector.pipeline import feature_rows
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "DEFAULT_TREES", "TrainResult", "train"]
@@ -85,7 +85,7 @@ def train(
     }
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     if plots:
-        from detector.plots import save_score_histogram_png
+        from detector.offline.plots import save_score_histogram_png
 
         save_score_histogram_png(scores, model.policy, out_dir / "score_histogram.png")
     return TrainResult(model, report, out_dir)

@@ -2,14 +2,14 @@
 
 Backs ``detector kafka start|stop|status``. Linux only (it reads ``/proc``).
 
-Jars: Maven resolves ``deploy/kafka/pom.xml`` (the broker plus its reload4j logging backend)
+Jars: Maven resolves ``broker_files/pom.xml`` (the broker plus its reload4j logging backend)
 once into ``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` when
 ``XDG_CACHE_HOME`` is unset; that is the XDG convention, not a detector setting). A marker
 file holding the pom's SHA-256 makes later starts skip Maven, and work offline.
 
 Everything else lives under ``<DETECTOR_DATA_DIR>/kafka/``::
 
-    server.properties   rendered from deploy/kafka/server.properties.template on every start
+    server.properties   rendered from broker_files/server.properties.template on every start
     cluster.id          KRaft cluster id the data dir was formatted with (StorageTool, once)
     data/               log.dirs; data/meta.properties marks a formatted dir
     broker.log          the JVM's stdout and stderr (log4j console appender); .1 = previous run
@@ -41,10 +41,10 @@ from pathlib import Path
 
 from detector.config import Settings
 from detector.errors import KafkaSetupError
-from detector.topics import admin_client, quiet_kafka_logging, split_bootstrap
+from detector.stream.topics import admin_client, quiet_kafka_logging, split_bootstrap
 
 __all__ = [
-    "DEPLOY_DIR",
+    "FILES_DIR",
     "BrokerPaths",
     "KafkaStatus",
     "broker_paths",
@@ -59,10 +59,12 @@ __all__ = [
 
 Log = Callable[[str], None]
 
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
-_POM = DEPLOY_DIR / "pom.xml"
-_TEMPLATE = DEPLOY_DIR / "server.properties.template"
-_LOG4J = DEPLOY_DIR / "log4j.properties"
+# The pom, the properties template and the logging config ship inside the package (package
+# data), so `detector kafka start` works from an installed wheel as well as from a clone.
+FILES_DIR = Path(__file__).resolve().parent / "broker_files"
+_POM = FILES_DIR / "pom.xml"
+_TEMPLATE = FILES_DIR / "server.properties.template"
+_LOG4J = FILES_DIR / "log4j.properties"
 
 _BROKER_MAIN = "kafka.Kafka"  # main class; also how /proc/<pid>/cmdline identifies our broker
 _STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
@@ -248,7 +250,7 @@ def resolve_jars(settings: Settings, *, log: Log = print) -> Path:
 
 
 def render_server_properties(settings: Settings) -> str:
-    """``server.properties`` for ``settings`` from ``deploy/kafka/server.properties.template``."""
+    """``server.properties`` for ``settings`` from ``broker_files/server.properties.template``."""
     if settings.kafka_port == settings.kafka_controller_port:
         raise KafkaSetupError(
             f"DETECTOR_KAFKA_PORT and DETECTOR_KAFKA_CONTROLLER_PORT are both "

@@ -1,7 +1,8 @@
-"""``detector worker``: verify the model, create the topics, run the Faust worker.
+"""Processes the local tools start: a worker process, and the one way to stop a process.
 
-Also the one way the demo, the tests and the benchmarks start a worker *process* and wait
-for it to be ready (:func:`worker_process`).
+:func:`worker_process` is how the demo, the tests and the benchmarks start a ``detector
+worker`` *process* and wait for it to be ready; :func:`stop_process` and :func:`terminate`
+are the one SIGTERM-then-SIGKILL in the project (the local broker uses it too).
 """
 
 from __future__ import annotations
@@ -16,29 +17,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import faust
-
-from detector.app import create_app, topic_specs
 from detector.config import Settings
 from detector.errors import DetectorError
-from detector.model import Model
-from detector.topics import ensure_topics
 
-__all__ = ["log_tail", "run_worker", "stop_process", "worker_process"]
+__all__ = ["log_tail", "stop_process", "worker_process"]
 
 # A worker is ready in ~4 s on 2 cores; a slow CI machine gets a generous margin (s).
 READY_TIMEOUT_S = 90.0
 # Faust's clean shutdown (flush, leave group) takes ~1-3 s; then SIGKILL (s).
 STOP_TIMEOUT_S = 30.0
 _POLL_S = 0.25
-
-
-def run_worker(settings: Settings) -> None:
-    model = Model.load(settings.model_dir)  # fail fast, before touching Kafka
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
-    detector_app = create_app(settings, model=model)
-    worker = faust.Worker(detector_app.app, loglevel=settings.log_level.upper())
-    worker.execute_from_commandline()
 
 
 @contextlib.contextmanager

@@ -35,11 +35,11 @@ from detector.config import Settings
 from detector.errors import InvalidEvent
 from detector.events import Withdrawal, format_rfc3339, parse_withdrawal, validate_withdrawal
 from detector.features import AccountFeatures, account_step, destination_step, feature_vector
-from detector.health import Health, http_response
-from detector.metrics import DetectorMetrics
 from detector.model import Model
 from detector.pipeline import Decider, Pending
-from detector.topics import TopicSpec
+from detector.stream.health import Health, http_response
+from detector.stream.metrics import DetectorMetrics
+from detector.stream.topics import TopicSpec
 
 __all__ = ["ACCOUNTS_TABLE", "DESTINATIONS_TABLE", "DetectorApp", "create_app", "topic_specs"]
 
