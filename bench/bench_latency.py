@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from _worker import isolated_settings, running_worker  # noqa: E402
+from kafka_io import isolated_settings, running_worker  # noqa: E402
 
 from detector.config import Settings  # noqa: E402
 

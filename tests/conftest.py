@@ -7,8 +7,12 @@ a message saying so: they never skip silently.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +72,29 @@ def topic_factory(bootstrap_servers: str) -> Iterator[TopicFactory]:
 def unique_group() -> str:
     """A consumer group id no other test uses."""
     return _unique("test-group")
+
+
+@pytest.fixture
+def worker_settings(bootstrap_servers: str, tmp_path: Path) -> Callable[..., Settings]:
+    """``make(name="worker", partitions=4, **overrides) -> Settings``: a worker of its own
+    (app id, topics, data dir under tmp_path, free web port) on the test broker."""
+    from kafka_io import isolated_settings
+
+    def make(name: str = "worker", **overrides: Any) -> Settings:
+        return isolated_settings(bootstrap_servers, tmp_path / name, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
+    """``start(settings) -> process``: topics created, a real ``detector worker`` process
+    ready (/readyz 200); stopped and its topics deleted when the test ends."""
+    from kafka_io import running_worker
+
+    with contextlib.ExitStack() as stack:
+
+        def start(settings: Settings) -> subprocess.Popen[bytes]:
+            return stack.enter_context(running_worker(settings))
+
+        yield start

@@ -33,7 +33,7 @@ from detector.cli import build_parser
 from detector.config import ENV_PREFIX, Settings
 from detector.stream.health import Health, serve_standalone
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"

@@ -6,12 +6,13 @@ import json
 import math
 import random
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _worker import consume_until, isolated_settings, produce, running_worker, verdicts_of
+from kafka_io import consume_until, produce, verdicts_of
 
+from detector.config import Settings
 from detector.events import format_rfc3339
 from detector.stream.app import ACCOUNTS_TABLE
 
@@ -97,9 +98,9 @@ def invalid_records() -> list[tuple[bytes | None, bytes]]:
 
 
 def test_every_valid_withdrawal_gets_exactly_one_verdict(
-    bootstrap_servers: str, tmp_path: Path
+    worker_settings: Callable[..., Settings], start_worker: Callable[[Settings], Any]
 ) -> None:
-    settings = isolated_settings(bootstrap_servers, tmp_path, partitions=4)
+    settings = worker_settings(partitions=4)
     events, drains = normal_history_with_drains()
     assert len(events) == 2000
     valid = [(e["account_id"].encode(), json.dumps(e).encode()) for e in events]
@@ -108,21 +109,21 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(
     for n, record in enumerate(invalid):  # spread the invalid ones through the stream
         records.insert(n * 41, record)
 
-    with running_worker(settings):
-        produce(settings, records)
-        topics = [settings.topic_decisions, settings.topic_dlq]
+    start_worker(settings)
+    produce(settings, records)
+    topics = [settings.topic_decisions, settings.topic_dlq]
 
-        def done(got: list[Any]) -> bool:
-            by_topic = Counter(r.topic for r in got)
-            return by_topic[settings.topic_decisions] >= 2000 and by_topic[settings.topic_dlq] >= 50
+    def done(got: list[Any]) -> bool:
+        by_topic = Counter(r.topic for r in got)
+        return by_topic[settings.topic_decisions] >= 2000 and by_topic[settings.topic_dlq] >= 50
 
-        got = consume_until(settings, topics, done)
-        changelog = consume_until(
-            settings,
-            [settings.changelog_topic(ACCOUNTS_TABLE)],
-            lambda r: len(r) >= 2000,
-            timeout=30,
-        )
+    got = consume_until(settings, topics, done)
+    changelog = consume_until(
+        settings,
+        [settings.changelog_topic(ACCOUNTS_TABLE)],
+        lambda r: len(r) >= 2000,
+        timeout=30,
+    )
 
     verdicts = verdicts_of(got, settings.topic_decisions)
     ids = Counter(v["withdrawal_id"] for v in verdicts)
@@ -188,13 +189,15 @@ def test_every_valid_withdrawal_gets_exactly_one_verdict(
         assert record.partition == expected_partition, account
 
 
-def test_worker_and_replay_give_the_same_verdicts(bootstrap_servers: str, tmp_path: Path) -> None:
+def test_worker_and_replay_give_the_same_verdicts(
+    worker_settings: Callable[..., Settings], start_worker: Callable[[Settings], Any]
+) -> None:
     """Same events, same model: the streaming worker (two agents, a repartition through
     Kafka by destination, two changelog-backed tables) decides exactly as `replay` does.
 
     One partition keeps the global event order, so fan-in sees events in the same order.
     """
-    from _worker import DEFAULT_MODEL
+    from kafka_io import DEFAULT_MODEL
 
     from detector.events import validate_withdrawal
     from detector.features import FEATURE_NAMES
@@ -205,13 +208,13 @@ def test_worker_and_replay_give_the_same_verdicts(bootstrap_servers: str, tmp_pa
     events = simulate.generate(
         simulate.SimConfig(accounts=150, days=8, seed=21, attacks_per_scenario=2)
     )
-    settings = isolated_settings(bootstrap_servers, tmp_path, partitions=1)
-    with running_worker(settings):
-        produce(settings, [(e["account_id"].encode(), simulate.encode_event(e)) for e in events])
-        got = consume_until(settings, [settings.topic_decisions], lambda r: len(r) >= len(events))
-        repartitioned = consume_until(
-            settings, [settings.topic_by_destination], lambda r: len(r) >= len(events), timeout=30
-        )
+    settings = worker_settings(partitions=1)
+    start_worker(settings)
+    produce(settings, [(e["account_id"].encode(), simulate.encode_event(e)) for e in events])
+    got = consume_until(settings, [settings.topic_decisions], lambda r: len(r) >= len(events))
+    repartitioned = consume_until(
+        settings, [settings.topic_by_destination], lambda r: len(r) >= len(events), timeout=30
+    )
     online = {v["withdrawal_id"]: v for v in verdicts_of(got, settings.topic_decisions)}
     offline = replay([validate_withdrawal(e) for e in events], Model.load(DEFAULT_MODEL))
     assert len(online) == len(events) == len(offline.verdicts)

@@ -37,6 +37,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from typing import Any, TypeVar
 import promql
 import pytest
 import yaml
-from _worker import REPO, isolated_settings, running_worker
+from kafka_io import REPO
 
 from detector.config import Settings
 from detector.stream.topics import TopicSpec, delete_topics, ensure_topics, import_kafka
@@ -178,10 +179,14 @@ def panel_result(prom: str, q: promql.PanelQuery, instance: str) -> list[dict[st
 
 
 def test_dashboard_rules_and_alerts_on_live_prometheus(
-    bootstrap_servers: str, tmp_path: Path, prometheus_bin: str
+    bootstrap_servers: str,
+    tmp_path: Path,
+    prometheus_bin: str,
+    worker_settings: Callable[..., Settings],
+    start_worker: Callable[[Settings], subprocess.Popen[bytes]],
 ) -> None:
-    healthy = isolated_settings(bootstrap_servers, tmp_path / "healthy")
-    broken = isolated_settings(bootstrap_servers, tmp_path / "broken")
+    healthy = worker_settings("healthy")
+    broken = worker_settings("broken")
     h_inst, b_inst = (f"127.0.0.1:{s.web_port}" for s in (healthy, broken))
     both = rd.instance_regex(h_inst, b_inst)
     copies = short_for_rule_copies(tmp_path / "rules")
@@ -202,8 +207,8 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
                 )
             ],
         )
-        healthy_proc = stack.enter_context(running_worker(healthy))
-        stack.enter_context(running_worker(broken))
+        healthy_proc = start_worker(healthy)
+        start_worker(broken)
         prom = stack.enter_context(
             rd.running_prometheus(prometheus_bin, config, tmp_path / "prometheus")
         )

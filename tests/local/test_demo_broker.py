@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _worker import DEFAULT_MODEL, free_port
+from kafka_io import DEFAULT_MODEL, free_port
 
 from detector.config import Settings
 from detector.local.demo import run_demo

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _worker import DEFAULT_MODEL
+from kafka_io import DEFAULT_MODEL
 
 from detector.config import Settings
 from detector.model import Model

@@ -9,7 +9,7 @@ import pytest
 from detector.config import Settings, settings_table
 from detector.errors import ConfigError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_defaults_without_environment() -> None:

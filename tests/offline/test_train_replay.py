@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _worker import DEFAULT_MODEL
+from kafka_io import DEFAULT_MODEL
 
 from detector.cli import main
 from detector.errors import InputFileError, ModelError
