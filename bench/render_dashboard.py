@@ -542,7 +542,7 @@ class Traffic:
 
     def _run(self) -> None:
         try:
-            from detector.stream.topics import import_kafka
+            from detector.stream.compat import import_kafka
 
             import_kafka()  # hides kafka-python's import-time DeprecationWarnings
             from kafka import KafkaProducer

@@ -21,14 +21,11 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.streams import _current_event
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
 from detector.config import Settings
@@ -37,6 +34,7 @@ from detector.events import Withdrawal, format_rfc3339, parse_withdrawal, valida
 from detector.features import AccountFeatures, account_step, destination_step, feature_vector
 from detector.model import Model
 from detector.pipeline import Decider, Pending
+from detector.stream import compat
 from detector.stream.health import Health, http_response
 from detector.stream.metrics import DetectorMetrics
 from detector.stream.topics import TopicSpec
@@ -54,17 +52,6 @@ _GAUGE_INTERVAL_S = 2.0
 # Backoff of failed sends: first wait and cap (seconds).
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
-
-
-class _IdempotentProducer(faust_aiokafka.Producer):
-    """aiokafka producer with acks=all and idempotence (Faust offers neither switch)."""
-
-    def _settings_extra(self) -> Any:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-class _Transport(faust_aiokafka.Transport):
-    Producer = _IdempotentProducer
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -133,7 +120,7 @@ def create_app(
         loghandlers=[],
     )
     if (broker or settings.broker_url).startswith("kafka://"):
-        app.transport = _Transport(app.conf.broker_consumer, app)
+        app.transport = compat.IdempotentTransport(app.conf.broker_consumer, app)
 
     withdrawals = _raw_topic(app, settings.topic_withdrawals, settings.partitions)
     by_destination = _raw_topic(app, settings.topic_by_destination, settings.partitions)
@@ -160,13 +147,13 @@ def create_app(
     @app.agent(withdrawals, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=batch_within):
-            _hold(batch)
+            compat.hold(batch)
             outbox: list[_Out] = []
             for event in batch:
                 event_started = time.perf_counter()
                 # Table writes go to the changelog partition of the *current* event:
                 # make each event current while its own key is written (traps).
-                _make_current(event)
+                compat.set_current_event(event)
                 metrics.observe_consumed()
                 try:
                     withdrawal = parse_withdrawal(event.value or b"", key=event.key)
@@ -188,20 +175,20 @@ def create_app(
                     )
                 )
                 metrics.observe_event(time.perf_counter() - event_started)
-            _make_current(None)
+            compat.set_current_event(None)
             await _send_all(outbox, metrics)
-            _release(batch)
+            compat.release(batch)
             health.record_progress(len(batch))
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=batch_within):
             started = time.perf_counter()
-            _hold(batch)
+            compat.hold(batch)
             outbox: list[_Out] = []
             items: list[Pending] = []
             for event in batch:
-                _make_current(event)
+                compat.set_current_event(event)
                 try:
                     items.append(_destination_item(event.value, destinations))
                 except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
@@ -214,7 +201,7 @@ def create_app(
                         )
                     )
                     outbox.append(dead_letter(event, err))
-            _make_current(None)
+            compat.set_current_event(None)
             verdicts = decider.decide(items, now=clock())
             for item, verdict in zip(items, verdicts, strict=True):
                 outbox.append(
@@ -226,7 +213,7 @@ def create_app(
                     )
                 )
             await _send_all(outbox, metrics)
-            _release(batch)
+            compat.release(batch)
             now = clock()
             for item, verdict in zip(items, verdicts, strict=True):
                 metrics.observe_verdict(
@@ -300,13 +287,6 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
     )
 
 
-def _make_current(event: Any) -> None:
-    """Set the context's current event, which Faust tables read to pick the changelog
-    partition. Only the context variable: the stream's own ``current_event`` attribute
-    belongs to ``take_events``' buffer filler and must not be touched."""
-    _current_event.set(None if event is None else weakref.ref(event))
-
-
 @dataclass(frozen=True, slots=True)
 class _Out:
     """One record to produce: the Faust topic, its name (metric label), key, value, headers."""
@@ -316,24 +296,6 @@ class _Out:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] | None = None
-
-
-def _hold(batch: Sequence[Any]) -> None:
-    """Take a reference on every message of a batch.
-
-    ``take_events`` acks a batch's events when the agent asks for the next batch *or when
-    the agent fails or is cancelled*; an ack would let the offsets be committed although
-    the batch's output never reached Kafka (traps: an exception acks the event). With our
-    reference held, that ack is not the last one: the offsets stay uncommitted (a gap the
-    consumer cannot commit past) until :func:`_release` after delivery.
-    """
-    for event in batch:
-        event.message.incref()
-
-
-def _release(batch: Sequence[Any]) -> None:
-    for event in batch:
-        event.message.decref()
 
 
 async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
@@ -410,7 +372,7 @@ def _refresh_gauges(
         if tp.topic not in sources:
             continue
         # Kafka's definition: log end offset minus the committed ("next to read") offset.
-        committed = consumer._committed_offset.get(tp) or 0
+        committed = compat.committed_offset(consumer, tp)
         if committed > committed_seen.get(tp, 0):
             advanced = True
         committed_seen[tp] = committed
@@ -428,6 +390,5 @@ def _refresh_gauges(
         metrics.mark_commit()
     health.set_lag(total)
     health.observe_partitions(partitions)
-    recovery = cast(Any, app.tables).recovery
-    health.set_tables_recovered(recovery.completed.is_set() and not recovery.in_recovery)
+    health.set_tables_recovered(compat.tables_recovered(app))
     metrics.set_accounts_in_state(len(accounts))

@@ -17,21 +17,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import sys
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detector.errors import ConfigError, KafkaSetupError
+from detector.stream.compat import import_kafka, new_admin_client
 
 __all__ = [
     "TopicSpec",
     "admin_client",
     "delete_topics",
     "ensure_topics",
-    "import_kafka",
     "quiet_kafka_logging",
     "split_bootstrap",
 ]
@@ -41,9 +39,6 @@ _TCP_PROBE_TIMEOUT_S = 2.0  # longest wait for one TCP connect before asking kaf
 _LEADER_POLL_INTERVAL_S = 0.1  # pause between metadata polls while new partitions elect leaders
 _MIN_REQUEST_TIMEOUT_MS = 1000  # kafka-python rejects/mishandles tiny request timeouts
 _CLIENT_ID = "detector-admin"  # shows up in broker request logs
-# kafka-python 3.0 loads its protocol schemas with importlib.resources' legacy API at import
-# time; Python 3.11 deprecates it, which `filterwarnings = error` test runs turn into errors.
-_KAFKA_IMPORT_WARNINGS = r"(read|open)_text is deprecated"
 
 
 @dataclass(frozen=True)
@@ -95,22 +90,6 @@ def split_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
     return out
 
 
-def import_kafka() -> None:
-    """Import kafka-python once, hiding its import-time DeprecationWarnings (see above).
-
-    Every kafka-python use in the detector goes through here first; tests that import
-    ``kafka`` themselves should call it before doing so.
-    """
-    if "kafka.admin" in sys.modules and "kafka.errors" in sys.modules:
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=_KAFKA_IMPORT_WARNINGS, category=DeprecationWarning
-        )
-        import kafka.admin
-        import kafka.errors  # noqa: F401
-
-
 def _tcp_reachable(host: str, port: int, timeout: float) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -129,15 +108,6 @@ def quiet_kafka_logging(level: int = logging.CRITICAL) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
-
-
-def _close_partial(admin: Any) -> None:
-    """Release what a half-built KafkaAdminClient started (its __init__ raised)."""
-    for attr, method in (("_metrics", "close"), ("_client", "close"), ("_net", "stop")):
-        part = getattr(admin, attr, None)
-        if part is not None:
-            with contextlib.suppress(Exception):
-                getattr(part, method)()
 
 
 @contextlib.contextmanager
@@ -173,11 +143,9 @@ def admin_client(bootstrap_servers: str, *, timeout: float = 30.0) -> Iterator[A
         configs["bootstrap_timeout_ms"] = timeout_ms
     else:  # kafka-python 2.x
         configs["api_version_auto_timeout_ms"] = timeout_ms
-    admin = KafkaAdminClient.__new__(KafkaAdminClient)
     try:
-        admin.__init__(**configs)
+        admin = new_admin_client(configs)
     except (KafkaError, OSError) as exc:
-        _close_partial(admin)
         raise KafkaSetupError(
             f"cannot fetch metadata from Kafka at {bootstrap_servers}: {type(exc).__name__}: {exc}",
             retriable=True,

@@ -22,11 +22,11 @@ import pytest
 from detector.config import Settings
 from detector.errors import ConfigError, KafkaSetupError
 from detector.local import broker
+from detector.stream.compat import import_kafka
 from detector.stream.topics import (
     TopicSpec,
     delete_topics,
     ensure_topics,
-    import_kafka,
     split_bootstrap,
 )
 

@@ -17,6 +17,7 @@ from kafka_io import DEFAULT_MODEL
 
 from detector.config import Settings
 from detector.model import Model
+from detector.stream import compat
 from detector.stream.app import DetectorApp, create_app
 
 WITHDRAWAL = {
@@ -66,10 +67,7 @@ def run_with_app(
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         asyncio.set_event_loop(None)
-        # The (never started) consumer thread made a loop of its own at construction.
-        consumer_thread = getattr(detector.app._consumer, "_thread", None)
-        if consumer_thread is not None:
-            consumer_thread.thread_loop.close()
+        compat.close_unstarted_consumer(detector.app)
 
 
 def test_valid_withdrawal_updates_the_account_table_and_is_repartitioned(tmp_path: Path) -> None:

@@ -51,7 +51,8 @@ import yaml
 from kafka_io import REPO
 
 from detector.config import Settings
-from detector.stream.topics import TopicSpec, delete_topics, ensure_topics, import_kafka
+from detector.stream.compat import import_kafka
+from detector.stream.topics import TopicSpec, delete_topics, ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.prometheus]
 

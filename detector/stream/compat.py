@@ -1,0 +1,153 @@
+"""Every use of a third-party *internal* (faust-streaming, aiokafka, kafka-python), in one place.
+
+Public APIs do not offer what these do. Each helper names the trap it exists for, and
+``tests/stream/test_compat.py`` fails fast when an upgrade renames or removes what it uses
+(faust-streaming is pinned ``<0.16`` for the same reason).
+
+======================================  ===================================================
+internal                                why
+======================================  ===================================================
+``faust.streams._current_event``        table writes go to the changelog partition of the
+                                        *current* event; inside ``take_events`` batches we
+                                        make each event current while its key is written
+``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
+``Message.incref/decref``               an exception or cancellation acks a batch; an extra
+                                        reference keeps offsets uncommitted until delivery
+``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
+``TableManager.recovery``               readiness: tables recovered
+``Consumer._thread`` (tests)          an unstarted app's consumer thread owns a loop
+``KafkaAdminClient.__init__`` parts     kafka-python leaks sockets and its I/O thread when
+                                        bootstrap fails inside ``__init__``
+======================================  ===================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+import weakref
+from collections.abc import Sequence
+from typing import Any, cast
+
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+__all__ = [
+    "IdempotentTransport",
+    "close_unstarted_consumer",
+    "committed_offset",
+    "hold",
+    "import_kafka",
+    "new_admin_client",
+    "release",
+    "set_current_event",
+    "tables_recovered",
+]
+
+# kafka-python 3.0.x reads bundled data with deprecated importlib APIs at import time.
+_KAFKA_IMPORT_WARNINGS = r"(read|open)_text is deprecated"
+
+
+class _IdempotentProducer(faust_aiokafka.Producer):
+    """aiokafka producer with acks=all and idempotence (Faust offers neither switch)."""
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport whose producer is :class:`_IdempotentProducer`."""
+
+    Producer = _IdempotentProducer
+
+
+def set_current_event(event: Any) -> None:
+    """Make ``event`` (or nothing) the context's current event, which Faust tables read to
+    pick the changelog partition of a write. Only the context variable: the stream's own
+    ``current_event`` attribute belongs to ``take_events``' buffer filler."""
+    _current_event.set(None if event is None else weakref.ref(event))
+
+
+def hold(batch: Sequence[Any]) -> None:
+    """Take a reference on every message of a batch.
+
+    ``take_events`` acks a batch's events when the agent asks for the next batch *or when
+    the agent fails or is cancelled*; an ack would let the offsets be committed although
+    the batch's output never reached Kafka (traps: an exception acks the event). With our
+    reference held, that ack is not the last one: the offsets stay uncommitted (a gap the
+    consumer cannot commit past) until :func:`release` after delivery.
+    """
+    for event in batch:
+        event.message.incref()
+
+
+def release(batch: Sequence[Any]) -> None:
+    """Drop the references :func:`hold` took (the last one acks the message)."""
+    for event in batch:
+        event.message.decref()
+
+
+def committed_offset(consumer: Any, tp: Any) -> int:
+    """Faust's committed ("next to read") offset of ``tp``; 0 before any commit."""
+    return int(consumer._committed_offset.get(tp) or 0)
+
+
+def tables_recovered(app: Any) -> bool:
+    """True once every table finished recovering from its changelog."""
+    recovery = cast(Any, app.tables).recovery
+    return bool(recovery.completed.is_set() and not recovery.in_recovery)
+
+
+def close_unstarted_consumer(app: Any) -> None:
+    """Close the event loop that an app's consumer thread made at construction.
+
+    Faust's aiokafka consumer builds its thread (and a loop) when first accessed, even if
+    the app never starts; tests that build apps close it so no loop leaks.
+    """
+    consumer = getattr(app, "_consumer", None)
+    thread = getattr(consumer, "_thread", None)
+    if thread is not None:
+        thread.thread_loop.close()
+
+
+def import_kafka() -> None:
+    """Import kafka-python once, hiding its import-time DeprecationWarnings.
+
+    Every kafka-python use in the detector goes through here first; tests that import
+    ``kafka`` themselves call it before doing so (pytest turns warnings into errors).
+    """
+    if "kafka.admin" in sys.modules and "kafka.errors" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=_KAFKA_IMPORT_WARNINGS, category=DeprecationWarning
+        )
+        import kafka.admin
+        import kafka.errors  # noqa: F401
+
+
+def new_admin_client(configs: dict[str, Any]) -> Any:
+    """A ``KafkaAdminClient``; if its constructor raises, what it started is released first.
+
+    kafka-python 3.0 starts its metrics, network client and I/O thread inside ``__init__``
+    and leaks them (a socket per refused connection) when bootstrap fails there.
+    """
+    import_kafka()
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient.__new__(KafkaAdminClient)
+    try:
+        admin.__init__(**configs)
+    except BaseException:
+        _close_partial(admin)
+        raise
+    return admin
+
+
+def _close_partial(admin: Any) -> None:
+    for attr, method in (("_metrics", "close"), ("_client", "close"), ("_net", "stop")):
+        part = getattr(admin, attr, None)
+        if part is not None:
+            with contextlib.suppress(Exception):
+                getattr(part, method)()
