@@ -15,9 +15,21 @@ from typing import Any, TypeVar
 
 from detector.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "settings_table"]
+__all__ = [
+    "DEFAULT_KAFKA_PORT",
+    "ENV_PREFIX",
+    "Settings",
+    "bootstrap_configured",
+    "cache_home",
+    "child_environment",
+    "parse_bootstrap",
+    "settings_table",
+]
 
 ENV_PREFIX = "DETECTOR_"
+DEFAULT_KAFKA_PORT = 9092  # port assumed for a bootstrap entry written without one
+_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+_LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _T = TypeVar("_T")
 
 
@@ -32,9 +44,7 @@ class Settings:
 
     bootstrap_servers: str = field(
         default="127.0.0.1:9092",
-        metadata=_env(
-            "", "Kafka bootstrap servers (host:port[,host:port])", env="KAFKA_BOOTSTRAP_SERVERS"
-        ),
+        metadata=_env("", "Kafka bootstrap servers (host:port[,host:port])", env=_BOOTSTRAP_ENV),
     )
     app_id: str = field(
         default="withdrawal-detector",
@@ -107,16 +117,19 @@ class Settings:
                 continue
             values[f.name] = _convert(f.name, f.metadata["env"], raw, _type_of(f))
         values.update(overrides)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return cls(**values)  # __post_init__ validates
 
     def to_env(self) -> dict[str, str]:
         """The environment that :meth:`from_env` reads back into these settings (for
         starting worker processes: the demo, tests, benchmarks)."""
         return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no worker could run with (every constructor
+        goes through here, not only :meth:`from_env`)."""
         if self.partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
         if self.replication_factor < 1:
@@ -125,8 +138,17 @@ class Settings:
             raise ConfigError("batch_max must be >= 1")
         if self.batch_within_ms <= 0:
             raise ConfigError("batch_within_ms must be > 0")
-        if not self.bootstrap_servers.strip():
-            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is empty")
+        parse_bootstrap(self.bootstrap_servers)  # raises for an empty or malformed list
+        if not 0 < self.web_port < 65536:
+            raise ConfigError(f"web_port must be in 1..65535, got {self.web_port}")
+        if self.stuck_after_s <= 0:
+            raise ConfigError(f"stuck_after_s must be > 0, got {self.stuck_after_s}")
+        if self.hold_seconds < 0:
+            raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {sorted(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
 
     # Names derived from the settings, in one place.
     @property
@@ -139,11 +161,74 @@ class Settings:
 
     @property
     def broker_url(self) -> str:
-        return ";".join(f"kafka://{h.strip()}" for h in self.bootstrap_servers.split(","))
+        """Faust's broker URL: ``kafka://h1:9092;kafka://h2:9092``."""
+        return ";".join(f"kafka://{hp}" for hp in self.bootstrap_list)
 
     @property
     def bootstrap_list(self) -> list[str]:
-        return [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
+        """``["h1:9092", "[::1]:9093"]``: what Kafka clients take (ports filled in)."""
+        return [
+            f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+            for h, p in parse_bootstrap(self.bootstrap_servers)
+        ]
+
+
+def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``"h1:9092,[::1]:9093,h3"`` -> ``[("h1", 9092), ("::1", 9093), ("h3", 9092)]``.
+
+    The one parser of bootstrap lists; an empty or malformed list raises ConfigError.
+    """
+    if not bootstrap_servers.strip():
+        raise ConfigError(f"{_BOOTSTRAP_ENV} is empty")
+    out: list[tuple[str, int]] = []
+    for raw in bootstrap_servers.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        if entry.startswith("["):  # [ipv6]:port
+            host, _, rest = entry[1:].partition("]")
+            port = rest.lstrip(":") or str(DEFAULT_KAFKA_PORT)
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        else:
+            host, port = entry, str(DEFAULT_KAFKA_PORT)
+        try:
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not host or not 0 < number < 65536:
+            raise ConfigError(f"bad bootstrap server {entry!r} in {bootstrap_servers!r}")
+        out.append((host, number))
+    if not out:
+        raise ConfigError(
+            f"no bootstrap servers in {bootstrap_servers!r} (KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    return out
+
+
+def bootstrap_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster (the demo then starts no broker)."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get(_BOOTSTRAP_ENV, "").strip())
+
+
+def cache_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/detector`` (``~/.cache/detector`` when unset or relative): where the
+    local broker's jars are cached (the XDG convention, not a detector setting)."""
+    environ = os.environ if environ is None else environ
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "detector"
+
+
+def child_environment(settings: Settings | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a child process: ours, then ``settings`` as variables, then
+    ``extra`` (how the tools start workers and the broker)."""
+    env = dict(os.environ)
+    if settings is not None:
+        env.update(settings.to_env())
+    env.update(extra)
+    return env
 
 
 def _type_of(f: dataclasses.Field[Any]) -> Callable[[str], Any]:

@@ -29,7 +29,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -39,9 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.config import Settings
+from detector.config import Settings, cache_home, child_environment, parse_bootstrap
 from detector.errors import KafkaSetupError
-from detector.stream.topics import admin_client, quiet_kafka_logging, split_bootstrap
+from detector.local.process import pid_alive, terminate
+from detector.stream.topics import admin_client, quiet_kafka_logging
 
 __all__ = [
     "FILES_DIR",
@@ -80,7 +80,6 @@ _JVM_FLAGS = (
 _POLL_INTERVAL_S = 0.25  # pause between readiness probes / exit checks during start and stop
 _PROBE_TIMEOUT_S = 3.0  # one metadata probe (TCP connect + admin bootstrap) gives up after this
 _STATUS_PROBE_TIMEOUT_S = 3.0  # `status` waits at most this long for metadata
-_KILL_WAIT_S = 10.0  # after SIGKILL, wait this long for the process to vanish
 _ABORT_GRACE_S = 10.0  # a half-started broker gets this long after SIGTERM before SIGKILL
 _STORAGE_FORMAT_TIMEOUT_S = 120.0  # StorageTool is a short JVM run (~2 s)
 _MVN_TIMEOUT_S = 1800.0  # first resolution downloads ~60 MB from Maven Central (~15 s)
@@ -153,9 +152,7 @@ def _pom_kafka_version(pom: Path) -> str:
 
 def jar_cache_dir(version: str) -> Path:
     """``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` by default)."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "detector" / f"kafka-{version}" / "lib"
+    return cache_home() / f"kafka-{version}" / "lib"
 
 
 def _tail(text: str, lines: int) -> str:
@@ -316,23 +313,6 @@ def _format_storage(paths: BrokerPaths, java: str, lib: Path, log: Log) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (reaps it if it is our exited child)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
-
-
 def _cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -344,7 +324,7 @@ def _cmdline(pid: int) -> list[str]:
 def _is_our_broker(pid: int, properties: Path) -> bool:
     """Is ``pid`` a live ``kafka.Kafka`` JVM started with exactly this ``server.properties``?"""
     args = _cmdline(pid)
-    return _BROKER_MAIN in args and str(properties) in args and _pid_alive(pid)
+    return _BROKER_MAIN in args and str(properties) in args and pid_alive(pid)
 
 
 def _read_pid(pid_file: Path) -> int | None:
@@ -363,28 +343,6 @@ def _find_broker_pid(paths: BrokerPaths) -> int | None:
         if entry.name.isdigit() and _is_our_broker(int(entry.name), paths.properties):
             return int(entry.name)
     return None
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_INTERVAL_S / 2)
-    return True
-
-
-def _terminate(pid: int, timeout: float, log: Log) -> None:
-    """SIGTERM (Kafka's controlled shutdown), then SIGKILL after ``timeout`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if _wait_exit(pid, timeout):
-        return
-    log(f"kafka: pid {pid} still running {timeout:.0f}s after SIGTERM; sending SIGKILL")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if not _wait_exit(pid, _KILL_WAIT_S):
-        raise KafkaSetupError(f"pid {pid} survived SIGKILL for {_KILL_WAIT_S:.0f}s")
 
 
 def _port_owner(port: int) -> str | None:
@@ -450,7 +408,7 @@ def _spawn_broker(paths: BrokerPaths, java: str, lib: Path, heap: str) -> int:
     return os.posix_spawn(
         java,
         argv,
-        dict(os.environ),
+        child_environment(),
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(paths.log_file), out_flags, 0o644),
@@ -480,7 +438,7 @@ def _probe_metadata(bootstrap_servers: str, timeout: float) -> str | None:
 def _wait_ready(
     bootstrap_servers: str, timeout: float, alive: Callable[[], bool] | None = None
 ) -> None:
-    split_bootstrap(bootstrap_servers)  # a malformed list fails now, not after the timeout
+    parse_bootstrap(bootstrap_servers)  # a malformed list fails now, not after the timeout
     deadline = time.monotonic() + timeout
     with quiet_kafka_logging():
         while True:
@@ -558,7 +516,7 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
             )
         log(f"kafka: already running (pid {running}) at {bootstrap}; data {paths.root}")
         try:
-            _wait_ready(bootstrap, timeout, alive=lambda: _pid_alive(running))
+            _wait_ready(bootstrap, timeout, alive=lambda: pid_alive(running))
         except KafkaSetupError as exc:
             raise _startup_failure(paths, f"the running broker is not ready: {exc}") from exc
         return False
@@ -580,11 +538,11 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
     paths.pid_file.write_text(f"{pid}\n")
     log(f"kafka: started pid {pid} (heap {heap}); waiting up to {timeout:.0f}s for {bootstrap}")
     try:
-        _wait_ready(bootstrap, timeout, alive=lambda: _pid_alive(pid))
+        _wait_ready(bootstrap, timeout, alive=lambda: pid_alive(pid))
     except KafkaSetupError as exc:
-        if _pid_alive(pid):
+        if pid_alive(pid):
             log(f"kafka: stopping the half-started broker (pid {pid})")
-            _terminate(pid, _ABORT_GRACE_S, log)
+            terminate(pid, _ABORT_GRACE_S, what="kafka", log=log)
         paths.pid_file.unlink(missing_ok=True)
         raise _startup_failure(paths, f"Kafka did not become ready: {exc}") from exc
     log(
@@ -611,7 +569,7 @@ def stop(settings: Settings, *, log: Log = print, timeout: float = 30.0) -> bool
         return False
     log(f"kafka: stopping pid {pid} (controlled shutdown, SIGKILL after {timeout:.0f}s)")
     started = time.monotonic()
-    _terminate(pid, timeout, log)
+    terminate(pid, timeout, what="kafka", log=log)
     paths.pid_file.unlink(missing_ok=True)
     log(f"kafka: stopped in {time.monotonic() - started:.1f}s")
     return True

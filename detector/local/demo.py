@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.config import Settings
+from detector.config import Settings, bootstrap_configured
 from detector.errors import DetectorError
 from detector.local import broker, traffic
 from detector.local.process import worker_process
@@ -93,7 +92,7 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         undo.callback(stop.set)
         try:
             demo.data_dir.mkdir(parents=True, exist_ok=True)
-            if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            if not bootstrap_configured():
                 _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
                 if broker.start(demo):
                     undo.callback(broker.stop, demo)

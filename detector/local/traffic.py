@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from detector.config import parse_bootstrap
 from detector.errors import ConfigError, KafkaSetupError
 from detector.offline.simulate import encode_event
 
@@ -62,7 +63,7 @@ def _producer_config(bootstrap_servers: str) -> dict[str, Any]:
     The default partitioner is kept: murmur2 of the key, like the Java client (Faust).
     """
     config: dict[str, Any] = {
-        "bootstrap_servers": [h.strip() for h in bootstrap_servers.split(",") if h.strip()],
+        "bootstrap_servers": [f"{h}:{p}" for h, p in parse_bootstrap(bootstrap_servers)],
         "acks": "all",
         "linger_ms": 5,
     }

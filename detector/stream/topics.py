@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from detector.config import parse_bootstrap
 from detector.errors import ConfigError, KafkaSetupError
 from detector.stream.compat import import_kafka, new_admin_client
 
@@ -31,10 +32,8 @@ __all__ = [
     "delete_topics",
     "ensure_topics",
     "quiet_kafka_logging",
-    "split_bootstrap",
 ]
 
-_DEFAULT_KAFKA_PORT = 9092  # port assumed for a bootstrap entry written without one
 _TCP_PROBE_TIMEOUT_S = 2.0  # longest wait for one TCP connect before asking kafka-python
 _LEADER_POLL_INTERVAL_S = 0.1  # pause between metadata polls while new partitions elect leaders
 _MIN_REQUEST_TIMEOUT_MS = 1000  # kafka-python rejects/mishandles tiny request timeouts
@@ -65,29 +64,6 @@ class TopicSpec:
             raise ConfigError(
                 f"topic {self.name!r}: replication must be >= 1, got {self.replication}"
             )
-
-
-def split_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
-    """``"h1:9092,[::1]:9093,h3"`` -> ``[("h1", 9092), ("::1", 9093), ("h3", 9092)]``."""
-    out: list[tuple[str, int]] = []
-    for raw in bootstrap_servers.split(","):
-        entry = raw.strip()
-        if not entry:
-            continue
-        if entry.startswith("["):  # [ipv6]:port
-            host, _, rest = entry[1:].partition("]")
-            port = rest.lstrip(":") or str(_DEFAULT_KAFKA_PORT)
-        elif entry.count(":") == 1:
-            host, port = entry.split(":")
-        else:
-            host, port = entry, str(_DEFAULT_KAFKA_PORT)
-        try:
-            out.append((host, int(port)))
-        except ValueError:
-            raise ConfigError(f"bad bootstrap server {entry!r} in {bootstrap_servers!r}") from None
-    if not out:
-        raise ConfigError(f"no bootstrap servers in {bootstrap_servers!r}")
-    return out
 
 
 def _tcp_reachable(host: str, port: int, timeout: float) -> bool:
@@ -125,7 +101,7 @@ def admin_client(bootstrap_servers: str, *, timeout: float = 30.0) -> Iterator[A
     probe_timeout = min(timeout, _TCP_PROBE_TIMEOUT_S)
     reachable = [
         f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
-        for h, p in split_bootstrap(bootstrap_servers)
+        for h, p in parse_bootstrap(bootstrap_servers)
         if _tcp_reachable(h, p, probe_timeout)
     ]
     if not reachable:

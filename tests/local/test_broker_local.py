@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from detector.config import Settings
+from detector.config import parse_bootstrap as split_bootstrap
 from detector.errors import ConfigError, KafkaSetupError
-from detector.local import broker
+from detector.local import broker, process
 from detector.stream.compat import import_kafka
 from detector.stream.topics import (
     TopicSpec,
     delete_topics,
     ensure_topics,
-    split_bootstrap,
 )
 
 # A stand-in "broker": a Python process whose command line looks like ours. It prints a line
@@ -317,7 +317,7 @@ def test_stop_terminates_our_broker(tmp_path: Path, spawn: Spawn) -> None:
     pid_file = _write_pid(settings, pid)
 
     assert broker.stop(settings, log=_Logs()) is True
-    assert not broker._pid_alive(pid)
+    assert not process.pid_alive(pid)
     assert not pid_file.exists()
     assert broker.stop(settings, log=_Logs()) is False  # idempotent
 
@@ -329,7 +329,7 @@ def test_stop_sigkills_a_broker_ignoring_sigterm(tmp_path: Path, spawn: Spawn) -
     logs = _Logs()
 
     assert broker.stop(settings, log=logs, timeout=0.5) is True
-    assert not broker._pid_alive(pid)
+    assert not process.pid_alive(pid)
     assert "SIGKILL" in logs.text()
 
 
@@ -430,7 +430,7 @@ def test_local_broker_lifecycle(tmp_path: Path, unique_group: str) -> None:
         assert _round_trip(bootstrap, topic, unique_group) == b"hello"
 
         assert broker.stop(settings, log=logs) is True
-        assert not broker._pid_alive(st.pid)
+        assert not process.pid_alive(st.pid)
         assert not broker.status(settings).running
 
         final = _Logs()

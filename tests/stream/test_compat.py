@@ -94,4 +94,3 @@ def test_the_admin_client_still_builds_the_parts_we_release_on_failure() -> None
     source = inspect.getsource(KafkaAdminClient.__init__)
     for attribute in ("self._metrics", "self._client", "self._net"):
         assert attribute in source, attribute
-
