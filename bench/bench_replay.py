@@ -36,7 +36,7 @@ def main() -> None:
     events = [validate_withdrawal(e) for e in simulate.generate(config)]
     print(
         f"{len(events):,} withdrawals ({args.accounts} accounts x {args.days:g} days), "
-        f"model {model.version} ({model.forest.n_trees} trees)"
+        f"model {model.version} ({sum(f.forest.n_trees for f in model.families)} trees)"
     )
 
     runs = [replay(events, model).events_per_second for _ in range(args.repeat)]

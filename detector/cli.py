@@ -12,6 +12,7 @@ from pathlib import Path
 from detector.config import Settings
 from detector.errors import DetectorError
 from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
+from detector.policy import DEFAULT_DELAY_RATE, DEFAULT_REFUSE_RATE
 
 __all__ = ["main"]
 
@@ -91,8 +92,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from detector.model import load_signer
     from detector.offline.training import train
 
+    signer = load_signer(Path(args.sign_key)) if args.sign_key else None
     result = train(
         Path(args.events),
         Path(args.out),
@@ -102,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         seed=args.seed,
         plots=not args.no_plots,
+        signer=signer,
     )
     report = result.report
     print(
@@ -114,13 +118,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from detector import model as artifact
+
+    if args.action == "keygen":
+        private, public = Path(args.private), Path(args.public)
+        artifact.generate_ed25519(private, public)
+        print(f"Ed25519 key pair: {private} (signs, keep it secret), {public} (workers verify)")
+        print(f"workers: DETECTOR_MODEL_VERIFY_KEY={public}")
+        return 0
+    directory = Path(args.dir)
+    if args.action == "sign":
+        artifact.sign_artifact(directory, artifact.load_signer(Path(args.key)))
+        print(f"signed {directory} ({artifact.SIGNATURE})")
+        return 0
+    verifier = artifact.load_verifier(Path(args.key)) if args.key else None
+    loaded = artifact.Model.load(directory, verifier=verifier)
+    families = ", ".join(f.name for f in loaded.families)
+    print(f"{directory}: model {loaded.version} verifies ({families}; combine {loaded.combine})")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    from detector.model import Model
     from detector.offline.dataset import load_events
     from detector.offline.replay import quality_report, replay, write_verdicts
 
     settings = Settings.from_env()
-    model = Model.load(Path(args.model))
+    model = settings.load_model(Path(args.model))
     events = load_events(Path(args.events))
     result = replay(events, model, hold_seconds=settings.hold_seconds)
     if args.out:
@@ -187,15 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit and calibrate a model on a JSONL history")
     p.add_argument("--events", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--delay-rate", type=float, default=0.01)
-    p.add_argument("--refuse-rate", type=float, default=0.001)
+    p.add_argument("--delay-rate", type=float, default=DEFAULT_DELAY_RATE)
+    p.add_argument("--refuse-rate", type=float, default=DEFAULT_REFUSE_RATE)
     p.add_argument("--trees", type=int, default=DEFAULT_TREES, help="number of trees")
     p.add_argument(
         "--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, help="rows per tree subsample"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--sign-key", help="sign the artifact (Ed25519 private key PEM or HMAC secret)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="model artifacts: keygen, sign, verify")
+    msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("keygen", help="a new Ed25519 key pair for signing artifacts")
+    q.add_argument("--private", required=True, help="private key file to write (mode 0600)")
+    q.add_argument("--public", required=True, help="public key file to write")
+    q = msub.add_parser("sign", help="sign an artifact directory")
+    q.add_argument("dir")
+    q.add_argument("--key", required=True, help="Ed25519 private key PEM or HMAC secret file")
+    q = msub.add_parser("verify", help="verify an artifact (and its signature with --key)")
+    q.add_argument("dir")
+    q.add_argument("--key", help="Ed25519 public key PEM or HMAC secret file")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("replay", help="the worker's decisions over a JSONL file, no Kafka")
     p.add_argument("--events", required=True)

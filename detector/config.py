@@ -11,9 +11,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from detector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from detector.model import Model
 
 __all__ = [
     "DEFAULT_KAFKA_PORT",
@@ -69,6 +72,14 @@ class Settings:
     model_dir: Path = field(
         default=Path("models/default"),
         metadata=_env("model_dir", "directory of the verified model artifact to serve"),
+    )
+    model_verify_key: str = field(
+        default="",
+        metadata=_env(
+            "model_verify_key",
+            "key file (Ed25519 public key PEM or HMAC secret): when set, only models signed "
+            "with it load",
+        ),
     )
     data_dir: Path = field(
         default=Path(".detector"),
@@ -149,6 +160,14 @@ class Settings:
             raise ConfigError(
                 f"log_level must be one of {sorted(_LOG_LEVELS)}, got {self.log_level!r}"
             )
+
+    def load_model(self, directory: Path | None = None) -> Model:
+        """The verified model at ``directory`` (default ``model_dir``), signature required
+        when ``model_verify_key`` is set."""
+        from detector.model import Model, load_verifier
+
+        verifier = load_verifier(Path(self.model_verify_key)) if self.model_verify_key else None
+        return Model.load(self.model_dir if directory is None else directory, verifier=verifier)
 
     # Names derived from the settings, in one place.
     @property

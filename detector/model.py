@@ -1,162 +1,497 @@
-"""The served model: a compiled forest plus its policy, saved as verified arrays + JSON.
+"""The served model: compiled forests, how their scores combine, the policy, all verified.
 
-A model directory holds ``model.json`` (format, feature schema, thresholds, training
-summary, and the SHA-256 of every forest file) and the forest's own files written by
-:meth:`CompiledForest.save`. :meth:`Model.load` refuses anything that does not verify:
-nothing is ever unpickled.
+A model directory (an immutable artifact)::
+
+    model.json          the manifest: format, version, feature schema and names, the learned
+                        feature parameters, each family's forest file and calibration, how
+                        family scores combine, the policy thresholds, the training summary,
+                        the SHA-256 of every other file, and ``digest``: the SHA-256 of the
+                        manifest itself (canonical JSON without ``digest``)
+    forests/<family>.npz one compiled isolation forest per feature family
+    signature.json      optional: an Ed25519 or HMAC-SHA256 signature of ``digest``
+    ...                 reports and figures written by training (covered by ``files`` too)
+
+One integrity layer: :meth:`Model.load` recomputes ``digest`` (so a threshold edited by hand
+is refused), checks every file against the manifest (a changed, missing or added file is
+refused), and, when a verification key is configured, requires a valid signature (so a
+tampered artifact re-saved without the key is refused). Nothing is ever unpickled.
+
+Scores: each family's forest scores the columns it owns; ``combine`` turns the family scores
+into one anomaly score in [0, 1] on which the policy's thresholds were calibrated:
+
+* ``single``: one family, its isolation-forest score as is;
+* ``max_percentile``: each family score becomes its percentile among the training scores of
+  that family (from the stored quantile table), and the withdrawal's score is the largest:
+  one strong deviation in any family is enough.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from detector.errors import ModelError
 from detector.features import FEATURE_NAMES, FEATURE_SCHEMA
 from detector.policy import Policy
 from detector.scoring import CompiledForest
 
-__all__ = ["MODEL_FORMAT", "Model", "fit_model"]
+__all__ = [
+    "COMBINE_METHODS",
+    "MODEL_FORMAT",
+    "Family",
+    "Model",
+    "Signer",
+    "Verifier",
+    "generate_ed25519",
+    "load_signer",
+    "load_verifier",
+    "manifest_digest",
+    "read_manifest",
+    "sign_artifact",
+]
 
-MODEL_FORMAT = 1
-_MANIFEST = "model.json"
-_FOREST = "forest"
+MODEL_FORMAT = 2  # bump when the manifest or the files change meaning; load refuses others
+COMBINE_METHODS = ("single", "max_percentile")
+MANIFEST = "model.json"
+SIGNATURE = "signature.json"
+_FORESTS = "forests"
+_FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# What a signature signs: a domain prefix (so the bytes mean nothing elsewhere) + the digest.
+_SIGNED_PREFIX = b"withdrawal-detector model digest v2\0"
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One feature family: a forest over some columns of the model row, and its calibration.
+
+    ``calibration``: training scores of this family at equally spaced quantiles (ascending),
+    which map a score to its training percentile (``max_percentile``); empty for ``single``.
+    """
+
+    name: str
+    columns: tuple[int, ...]
+    forest: CompiledForest
+    calibration: tuple[float, ...] = ()
+
+    def score(self, rows: FloatArray) -> FloatArray:
+        return self.forest.score(rows[:, self.columns])
+
+    def percentile(self, scores: FloatArray) -> FloatArray:
+        """Share of training withdrawals of this family scoring at or below each score."""
+        table = np.asarray(self.calibration, dtype=np.float64)
+        probs = np.linspace(0.0, 1.0, len(table))
+        return np.interp(scores, table, probs, left=0.0, right=1.0)
 
 
 @dataclass(frozen=True)
 class Model:
     version: str
-    forest: CompiledForest
+    families: tuple[Family, ...]
     policy: Policy
     ordinary: tuple[float, ...]  # per-feature training median: "not elevated" below it
+    combine: str = "single"
+    params: dict[str, Any] = field(default_factory=dict)  # learned feature scales
     training: dict[str, Any] = field(default_factory=dict)
     feature_names: tuple[str, ...] = FEATURE_NAMES
 
-    def save(self, directory: Path) -> None:
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE_METHODS:
+            raise ModelError(f"unknown combine method {self.combine!r}; known {COMBINE_METHODS}")
+        if self.combine == "single" and len(self.families) != 1:
+            raise ModelError("combine 'single' needs exactly one family")
+        width = len(self.feature_names)
+        if len(self.ordinary) != width:
+            raise ModelError(f"ordinary has {len(self.ordinary)} values for {width} features")
+        for family in self.families:
+            if not _FAMILY_NAME.match(family.name):
+                raise ModelError(f"bad family name {family.name!r}")
+            if any(not 0 <= c < width for c in family.columns) or not family.columns:
+                raise ModelError(f"family {family.name!r} has columns outside the feature row")
+            if family.forest.n_features != len(family.columns):
+                raise ModelError(
+                    f"family {family.name!r}: forest has {family.forest.n_features} features, "
+                    f"expected {len(family.columns)}"
+                )
+            if self.combine == "max_percentile" and len(family.calibration) < 2:
+                raise ModelError(f"family {family.name!r} has no calibration table")
+
+    # ------------------------------------------------------------------ scoring
+
+    def family_scores(self, rows: FloatArray) -> FloatArray:
+        """``(n, n_families)``: each family's own score (its percentile for max_percentile)."""
+        if not len(rows):
+            return np.empty((0, len(self.families)))
+        cols = []
+        for family in self.families:
+            s = family.score(rows)
+            cols.append(family.percentile(s) if self.combine == "max_percentile" else s)
+        return np.column_stack(cols)
+
+    def score(self, rows: FloatArray) -> FloatArray:
+        """The combined anomaly score of each row, in [0, 1]."""
+        if not len(rows):
+            return np.empty(0)
+        if self.combine == "single":
+            return self.families[0].score(rows)
+        combined: FloatArray = self.family_scores(rows).max(axis=1)
+        return combined
+
+    def excess_contributions(self, rows: FloatArray) -> FloatArray:
+        """``(n, n_features)``: how much more each feature isolated each row than it isolates
+        a normal withdrawal (path-depth credit minus the training mean), per family."""
+        out = np.zeros((len(rows), len(self.feature_names)))
+        for family in self.families:
+            got = family.forest.contributions(rows[:, family.columns])
+            out[:, family.columns] = got - family.forest.expected_contributions
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path, *, signer: Signer | None = None) -> None:
+        """Write the artifact (forests, then the manifest over every file, then a signature).
+
+        Files already in ``directory`` (training reports, figures) are covered by the
+        manifest too; write them before saving.
+        """
         directory.mkdir(parents=True, exist_ok=True)
-        self.forest.save(directory / _FOREST)
-        manifest = {
+        (directory / SIGNATURE).unlink(missing_ok=True)
+        (directory / _FORESTS).mkdir(exist_ok=True)
+        families = []
+        for family in self.families:
+            rel = f"{_FORESTS}/{family.name}.npz"
+            family.forest.save(directory / rel)
+            families.append(
+                {
+                    "name": family.name,
+                    "columns": list(family.columns),
+                    "file": rel,
+                    "calibration": list(family.calibration),
+                }
+            )
+        manifest: dict[str, Any] = {
             "format": MODEL_FORMAT,
             "version": self.version,
             "feature_schema": FEATURE_SCHEMA,
             "feature_names": list(self.feature_names),
+            "params": self.params,
+            "families": families,
+            "combine": self.combine,
             "policy": self.policy.to_json(),
             "ordinary": list(self.ordinary),
             "training": self.training,
-            "files": _digests(directory),
+            "files": _file_digests(directory),
         }
-        (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest["digest"] = manifest_digest(manifest)
+        _write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if signer is not None:
+            sign_artifact(directory, signer)
 
     @classmethod
-    def load(cls, directory: Path) -> Model:
-        path = directory / _MANIFEST
+    def load(cls, directory: Path, *, verifier: Verifier | None = None) -> Model:
+        """Read and verify an artifact; :class:`ModelError` says what does not verify."""
+        manifest = read_manifest(directory, verifier=verifier)
         try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(
-                f"no model at {directory}: {path} is missing (train one with `detector train`)"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path} is unreadable: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-            raise ModelError(
-                f"{path}: unsupported model format {manifest.get('format')!r}"
-                if isinstance(manifest, dict)
-                else f"{path}: not a manifest"
+            families = tuple(
+                Family(
+                    str(f["name"]),
+                    tuple(int(c) for c in f["columns"]),
+                    CompiledForest.load(directory / _safe_relative(str(f["file"]))),
+                    tuple(float(x) for x in f.get("calibration", ())),
+                )
+                for f in manifest["families"]
             )
-        if (
-            manifest.get("feature_schema") != FEATURE_SCHEMA
-            or tuple(manifest.get("feature_names", ())) != FEATURE_NAMES
-        ):
-            raise ModelError(
-                f"{path}: model was trained on features "
-                f"{manifest.get('feature_schema')!r}, this build computes "
-                f"{FEATURE_SCHEMA!r}; retrain it"
+            return cls(
+                version=str(manifest["version"]),
+                families=families,
+                policy=Policy(**manifest["policy"]),
+                ordinary=tuple(float(x) for x in manifest["ordinary"]),
+                combine=str(manifest["combine"]),
+                params=dict(manifest.get("params", {})),
+                training=dict(manifest.get("training", {})),
             )
-        expected = manifest.get("files")
-        actual = _digests(directory)
-        if expected != actual:
-            raise ModelError(
-                f"{directory}: forest files do not match the manifest's SHA-256 "
-                "(corrupted or tampered); refusing to load"
-            )
-        try:
-            forest = CompiledForest.load(directory / _FOREST)
-            policy = Policy(**manifest["policy"])
-            ordinary = tuple(float(x) for x in manifest["ordinary"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: malformed manifest: {exc}") from None
-        if forest.n_features != len(FEATURE_NAMES) or len(ordinary) != len(FEATURE_NAMES):
+            raise ModelError(f"{directory / MANIFEST}: malformed manifest: {exc}") from None
+
+
+# ---------------------------------------------------------------------- verification
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON without its ``digest`` field."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_manifest(directory: Path, *, verifier: Verifier | None = None) -> dict[str, Any]:
+    """The verified manifest of the artifact in ``directory`` (see the module docstring)."""
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(
+            f"no model at {directory}: {path} is missing (train one with `detector train`)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: not a manifest")
+    if manifest.get("format") != MODEL_FORMAT:
+        raise ModelError(
+            f"{path}: unsupported model format {manifest.get('format')!r} "
+            f"(this build reads format {MODEL_FORMAT}; retrain with `detector train`)"
+        )
+    try:
+        actual = manifest_digest(manifest)
+    except ValueError as exc:
+        raise ModelError(f"{path}: manifest is not strict JSON: {exc}") from None
+    if not hmac.compare_digest(str(manifest.get("digest", "")), actual):
+        raise ModelError(
+            f"{path}: the manifest was modified after it was written (digest mismatch); "
+            "refusing to load"
+        )
+    if (
+        manifest.get("feature_schema") != FEATURE_SCHEMA
+        or tuple(manifest.get("feature_names", ())) != FEATURE_NAMES
+    ):
+        raise ModelError(
+            f"{path}: model was trained on features {manifest.get('feature_schema')!r}, "
+            f"this build computes {FEATURE_SCHEMA!r}; retrain it"
+        )
+    expected = manifest.get("files")
+    actual_files = _file_digests(directory)
+    if expected != actual_files:
+        diff = sorted(
+            name
+            for name in set(expected or {}) | set(actual_files)
+            if (expected or {}).get(name) != actual_files.get(name)
+        )
+        raise ModelError(
+            f"{directory}: files do not match the manifest's SHA-256 ({', '.join(diff)}): "
+            "corrupted or tampered; refusing to load"
+        )
+    signed = directory / SIGNATURE
+    if verifier is not None:
+        if not signed.is_file():
             raise ModelError(
-                f"{directory}: forest has {forest.n_features} features, "
-                f"expected {len(FEATURE_NAMES)}"
+                f"{directory}: unsigned, and a verification key is configured; refusing to load"
             )
-        return cls(
-            str(manifest["version"]), forest, policy, ordinary, dict(manifest.get("training", {}))
+        verifier.verify(actual, _read_signature(signed))
+    return manifest
+
+
+def _read_signature(path: Path) -> dict[str, str]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(doc.get(k), str) for k in ("algorithm", "key_id", "signature")
+    ):
+        raise ModelError(f"{path}: malformed signature file")
+    return doc
+
+
+def sign_artifact(directory: Path, signer: Signer) -> None:
+    """Sign an artifact's (verified) manifest digest: writes ``signature.json``."""
+    manifest = read_manifest(directory)
+    doc = signer.sign(str(manifest["digest"]))
+    _write_atomic(directory / SIGNATURE, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+class Signer(Protocol):
+    def sign(self, digest: str) -> dict[str, str]: ...
+
+
+class Verifier(Protocol):
+    def verify(self, digest: str, signature: Mapping[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Hmac:
+    """HMAC-SHA256 with a shared secret (whoever verifies can also sign)."""
+
+    secret: bytes
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"key id\0" + self.secret).hexdigest()[:16]
+
+    def sign(self, digest: str) -> dict[str, str]:
+        mac = hmac.new(self.secret, _SIGNED_PREFIX + digest.encode(), hashlib.sha256).digest()
+        return {
+            "algorithm": "hmac-sha256",
+            "key_id": self.key_id,
+            "signature": base64.b64encode(mac).decode(),
+        }
+
+    def verify(self, digest: str, signature: Mapping[str, str]) -> None:
+        _check_header(signature, "hmac-sha256", self.key_id)
+        expected = self.sign(digest)["signature"]
+        if not hmac.compare_digest(expected, signature["signature"]):
+            raise ModelError("the model's signature does not verify: refusing to load")
+
+
+@dataclass(frozen=True)
+class _Ed25519:
+    """Ed25519: training signs with the private key; workers hold only the public key."""
+
+    private: Any | None
+    public: Any
+
+    @property
+    def key_id(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    def sign(self, digest: str) -> dict[str, str]:
+        if self.private is None:
+            raise ModelError("signing needs the Ed25519 private key, not the public one")
+        sig = self.private.sign(_SIGNED_PREFIX + digest.encode())
+        return {
+            "algorithm": "ed25519",
+            "key_id": self.key_id,
+            "signature": base64.b64encode(sig).decode(),
+        }
+
+    def verify(self, digest: str, signature: Mapping[str, str]) -> None:
+        from cryptography.exceptions import InvalidSignature
+
+        _check_header(signature, "ed25519", self.key_id)
+        try:
+            raw = base64.b64decode(signature["signature"], validate=True)
+            self.public.verify(raw, _SIGNED_PREFIX + digest.encode())
+        except (InvalidSignature, ValueError):
+            raise ModelError("the model's signature does not verify: refusing to load") from None
+
+
+def _check_header(signature: Mapping[str, str], algorithm: str, key_id: str) -> None:
+    if signature.get("algorithm") != algorithm:
+        raise ModelError(
+            f"the model is signed with {signature.get('algorithm')!r}, the configured key is "
+            f"{algorithm}: refusing to load"
+        )
+    if signature.get("key_id") != key_id:
+        raise ModelError(
+            f"the model is signed by key {signature.get('key_id')!r}, not by the configured "
+            f"key {key_id}: refusing to load"
         )
 
 
-def fit_model(
-    rows: np.ndarray,
-    *,
-    delay_rate: float,
-    refuse_rate: float,
-    n_estimators: int = 100,
-    max_samples: int = 2048,
-    random_state: int = 0,
-    training: dict[str, Any] | None = None,
-) -> tuple[Model, np.ndarray]:
-    """Fit an IsolationForest on feature rows and calibrate the policy on them.
+# Shortest HMAC secret accepted (bytes): 256 bits, the size of the hash.
+_MIN_SECRET_BYTES = 32
 
-    Thresholds are the training-score quantiles that delay ``delay_rate`` and refuse
-    ``refuse_rate`` of the training withdrawals. Returns the model and the training scores.
-    """
-    from sklearn.ensemble import IsolationForest
 
-    if not 0 < refuse_rate <= delay_rate < 1:
-        raise ValueError(f"need 0 < refuse_rate ({refuse_rate}) <= delay_rate ({delay_rate}) < 1")
-    if len(rows) < 2:
-        raise ModelError(f"need at least 2 training withdrawals, got {len(rows)}")
-    forest_sk = IsolationForest(
-        n_estimators=n_estimators,
-        max_samples=min(max_samples, len(rows)),
-        random_state=random_state,
+def _read_key(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read key file {path}: {exc.strerror}") from None
+    return data
+
+
+def load_signer(path: Path) -> Signer:
+    """A signer from a key file: an Ed25519 private key (PEM) or an HMAC secret."""
+    data = _read_key(path)
+    if b"-----BEGIN" in data:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{path}: not an unencrypted PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ModelError(f"{path}: only Ed25519 private keys are supported")
+        return _Ed25519(key, key.public_key())
+    return _Hmac(_secret(path, data))
+
+
+def load_verifier(path: Path) -> Verifier:
+    """A verifier from a key file: an Ed25519 public key (PEM) or the HMAC secret."""
+    data = _read_key(path)
+    if b"-----BEGIN" in data:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{path}: not a PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ModelError(f"{path}: only Ed25519 public keys are supported")
+        return _Ed25519(None, key)
+    return _Hmac(_secret(path, data))
+
+
+def _secret(path: Path, data: bytes) -> bytes:
+    secret = data.strip()
+    if len(secret) < _MIN_SECRET_BYTES:
+        raise ModelError(
+            f"{path}: an HMAC secret must be at least {_MIN_SECRET_BYTES} bytes "
+            f"(got {len(secret)}); e.g. `head -c 32 /dev/urandom | base64 > {path.name}`"
+        )
+    return secret
+
+
+def generate_ed25519(private_path: Path, public_path: Path) -> None:
+    """Write a new Ed25519 key pair (PEM): the private key for training, mode 0600."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    forest_sk.fit(rows)
-    reference = rows[np.random.default_rng(random_state).permutation(len(rows))[:20_000]]
-    forest = CompiledForest.from_sklearn(forest_sk, X_reference=reference)
-    scores = forest.score(rows)
-    policy = Policy(
-        delay_threshold=float(np.quantile(scores, 1 - delay_rate)),
-        refuse_threshold=float(np.quantile(scores, 1 - refuse_rate)),
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    ordinary = tuple(float(x) for x in np.median(rows, axis=0))
-    digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
-    info = {
-        "events": len(rows),
-        "delay_rate": delay_rate,
-        "refuse_rate": refuse_rate,
-        "n_estimators": n_estimators,
-        "max_samples": forest_sk.max_samples_,
-        "random_state": random_state,
-        **(training or {}),
-    }
-    version = f"iforest-{digest[:10]}"
-    return Model(version, forest, policy, ordinary, info), scores
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    public_path.write_bytes(public)
 
 
-def _digests(directory: Path) -> dict[str, str]:
-    root = directory / _FOREST
-    files = (
-        sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
-        if root.exists()
-        else []
-    )
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
-    }
+# ---------------------------------------------------------------------- files
+
+
+def _file_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``directory`` but the manifest and the signature."""
+    out = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel in (MANIFEST, SIGNATURE):
+            continue
+        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _safe_relative(rel: str) -> str:
+    """A manifest path that stays inside the artifact directory."""
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or not parts:
+        raise ModelError(f"manifest names a file outside the artifact: {rel!r}")
+    return rel
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

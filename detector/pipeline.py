@@ -86,7 +86,6 @@ class Decider:
     def __init__(self, model: Model, *, hold_seconds: int) -> None:
         self.model = model
         self.hold_seconds = hold_seconds
-        self._expected = model.forest.expected_contributions
         self._ordinary = model.ordinary
         # The last batch's rows and scores (replay keeps them for its report).
         self.last_rows: np.ndarray = np.empty((0, len(model.feature_names)))
@@ -96,7 +95,7 @@ class Decider:
         return self._score(_matrix(items, len(self.model.feature_names)))
 
     def _score(self, rows: np.ndarray) -> np.ndarray:
-        return self.model.forest.score(rows) if len(rows) else np.empty(0)
+        return self.model.score(rows)
 
     def decide(self, items: Sequence[Pending], *, now: float | None = None) -> list[dict[str, Any]]:
         """One verdict document per item, in order."""
@@ -107,7 +106,7 @@ class Decider:
         flagged = [i for i, v in enumerate(verdicts) if v != "allow"]
         reasons: dict[int, list[dict[str, str]]] = {}
         if flagged:
-            excess = self.model.forest.contributions(rows[flagged]) - self._expected
+            excess = self.model.excess_contributions(rows[flagged])
             for k, i in enumerate(flagged):
                 it = items[i]
                 reasons[i] = [

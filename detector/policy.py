@@ -16,9 +16,23 @@ from detector.features import (
     reason_detail,
 )
 
-__all__ = ["MAX_REASONS", "Policy", "Verdict", "explain"]
+__all__ = [
+    "DEFAULT_DELAY_RATE",
+    "DEFAULT_REFUSE_RATE",
+    "MAX_REASONS",
+    "VERDICTS",
+    "Policy",
+    "Verdict",
+    "explain",
+]
 
 Verdict = Literal["allow", "delay", "refuse"]
+# The verdict kinds, mildest first: the one list every module and metric uses.
+VERDICTS: tuple[Verdict, ...] = ("allow", "delay", "refuse")
+# Training calibrates the thresholds so that these shares of the training withdrawals are
+# delayed / refused (the review budget an exchange plans for).
+DEFAULT_DELAY_RATE = 0.01
+DEFAULT_REFUSE_RATE = 0.001
 # A reviewer reads three reasons; more dilutes them.
 MAX_REASONS = 3
 

@@ -1,9 +1,12 @@
 """A compiled isolation forest: sklearn-exact anomaly scores without sklearn at serving time.
 
 :class:`CompiledForest` is built once from a fitted :class:`sklearn.ensemble.IsolationForest`
-(:meth:`CompiledForest.from_sklearn`), saved as a single ``.npz`` file of plain numpy arrays
-plus a JSON metadata record guarded by a SHA-256 checksum (:meth:`CompiledForest.save`,
-:meth:`CompiledForest.load`; never pickle), and evaluated with numpy alone.
+(by :func:`detector.offline.forests.compile_forest`, at training time), saved as one ``.npz``
+file of plain numpy arrays plus a small JSON record of its sizes (:meth:`CompiledForest.save`,
+:meth:`CompiledForest.load`; never pickle), and evaluated with numpy alone. Integrity is the
+model artifact's business (:mod:`detector.model` verifies every file's SHA-256 before this
+module reads it); :meth:`CompiledForest.load` still validates the structure, so a corrupt file
+fails loudly instead of scoring garbage.
 
 Score
     ``score(X)`` returns the anomaly score of the original paper (Liu, Ting & Zhou, 2008),
@@ -53,38 +56,25 @@ Evaluation layout
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import math
 import os
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from detector.errors import ModelError, ScoringInputError
 
-if TYPE_CHECKING:
-    from sklearn.ensemble import IsolationForest
-
 __all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
+    "ARRAY_DTYPES",
     "CompiledForest",
     "average_path_length",
 ]
-
-FORMAT_NAME: Final = "detector.compiled-isolation-forest"
-"""Value of the ``format`` metadata field of a saved model."""
-
-FORMAT_VERSION: Final = 1
-"""Bumped whenever the saved arrays or metadata change meaning; ``load`` refuses others."""
 
 # Cells (rows x trees) evaluated per batch chunk. A cell uses four 8-byte buffers (node and
 # column, record, row key, row offset): 25,600 cells = 800 KiB, which with the node records
@@ -121,9 +111,11 @@ _MAGNITUDE: Final = np.array(0x7FFFFFFF, dtype=np.int32)
 
 # Name of the npz entry holding the UTF-8 JSON metadata (as a 1-D uint8 array).
 _METADATA_KEY: Final = "metadata"
+# The integers the metadata record holds (everything else about a model is in its manifest).
+_METADATA_FIELDS: Final = ("n_features", "n_trees", "max_samples")
 
 # The arrays of a saved model and their exact dtypes (little-endian, so checksums are portable).
-_ARRAY_DTYPES: Final[Mapping[str, str]] = {
+ARRAY_DTYPES: Final[Mapping[str, str]] = {
     "node_offsets": "<i8",  # (n_trees + 1,) tree t owns nodes [off[t], off[t + 1])
     "children_left": "<i8",  # (n_nodes,) local node index within its tree, -1 for a leaf
     "children_right": "<i8",  # (n_nodes,) local node index within its tree, -1 for a leaf
@@ -180,25 +172,12 @@ def _canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _checksum(arrays: Mapping[str, npt.NDArray[Any]], metadata: Mapping[str, Any]) -> str:
-    """SHA-256 over every array (name, dtype, shape, bytes, in name order) and the metadata."""
-    digest = hashlib.sha256(FORMAT_NAME.encode() + b"\0")
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        header = _canonical_json({"name": name, "dtype": arr.dtype.str, "shape": arr.shape})
-        digest.update(len(header).to_bytes(8, "little") + header)
-        digest.update(arr.nbytes.to_bytes(8, "little"))
-        digest.update(arr.tobytes())
-    body = _canonical_json({k: v for k, v in metadata.items() if k != "sha256"})
-    digest.update(len(body).to_bytes(8, "little") + body)
-    return digest.hexdigest()
-
-
 class CompiledForest:
     """An isolation forest flattened into numpy arrays, scored without sklearn.
 
-    Build one with :meth:`from_sklearn` or :meth:`load`; the constructor is internal (it takes
-    the validated artifact arrays). Instances are immutable and thread-safe for scoring.
+    Build one with :func:`detector.offline.forests.compile_forest` or :meth:`load`; the
+    constructor takes the artifact arrays (validated here). Instances are immutable and
+    thread-safe for scoring.
     """
 
     def __init__(self, arrays: Mapping[str, npt.NDArray[Any]], metadata: Mapping[str, Any]) -> None:
@@ -208,109 +187,15 @@ class CompiledForest:
         inconsistent.
         """
         self._arrays = _validate_arrays(arrays, metadata)
-        self._metadata: dict[str, Any] = json.loads(_canonical_json(dict(metadata)))
-        self._metadata.pop("sha256", None)
+        self._metadata: dict[str, Any] = {k: int(metadata[k]) for k in _METADATA_FIELDS}
         self._n_features: int = int(metadata["n_features"])
         self._n_trees: int = int(metadata["n_trees"])
         self._max_samples: int = int(metadata["max_samples"])
         self._compile()
-        self._sha256 = _checksum(self._arrays, self._metadata)
         # Touch every buffer once so the first real request pays no page-fault cost.
         self._score_matrix(np.zeros((1, self._n_features), dtype=np.float32))
 
     # ------------------------------------------------------------------ construction
-
-    @classmethod
-    def from_sklearn(
-        cls,
-        model: IsolationForest,
-        X_reference: npt.ArrayLike | None = None,  # noqa: N803 - sklearn's X convention
-        *,
-        extra_metadata: Mapping[str, Any] | None = None,
-    ) -> CompiledForest:
-        """Compile a fitted :class:`sklearn.ensemble.IsolationForest`.
-
-        ``X_reference`` (optional, shape ``(n, n_features)``): "normal" rows whose mean
-        :meth:`contributions` become :attr:`expected_contributions` (saved with the model), so
-        callers can report each feature's excess over normal. Without it the baseline is zeros.
-        ``extra_metadata``: JSON-serialisable values stored under ``metadata["extra"]``.
-
-        Raises :class:`ModelError` if ``model`` is not a fitted IsolationForest and
-        :class:`ScoringInputError` if ``X_reference`` is empty or invalid.
-        """
-        import sklearn
-        from sklearn.ensemble import IsolationForest
-
-        if not isinstance(model, IsolationForest):
-            raise ModelError(f"expected a fitted sklearn IsolationForest, got {type(model)!r}")
-        try:
-            estimators = list(model.estimators_)
-            tree_features = list(model.estimators_features_)
-            n_features = int(model.n_features_in_)
-            max_samples = int(getattr(model, "_max_samples", model.max_samples_))
-            max_features = int(getattr(model, "_max_features", n_features))
-            offset = float(model.offset_)
-        except AttributeError as exc:
-            raise ModelError(f"the IsolationForest is not fitted: {exc}") from exc
-        if not estimators:
-            raise ModelError("the IsolationForest has no trees")
-        # sklearn indexes columns through estimators_features_ only when it subsamples them.
-        subsample_features = max_features != n_features
-
-        offsets = [0]
-        lefts, rights, feats, thresholds, counts = [], [], [], [], []
-        for estimator, columns in zip(estimators, tree_features, strict=True):
-            tree = estimator.tree_
-            left = np.asarray(tree.children_left, dtype=np.int64)
-            is_leaf = left == _LEAF
-            local = np.where(is_leaf, 0, np.asarray(tree.feature, dtype=np.int64))
-            mapped = np.asarray(columns, dtype=np.int64)[local] if subsample_features else local
-            lefts.append(left)
-            rights.append(np.asarray(tree.children_right, dtype=np.int64))
-            feats.append(np.where(is_leaf, _LEAF, mapped))
-            thresholds.append(np.asarray(tree.threshold, dtype=np.float64))
-            counts.append(np.asarray(tree.n_node_samples, dtype=np.int64))
-            offsets.append(offsets[-1] + left.size)
-
-        arrays: dict[str, npt.NDArray[Any]] = {
-            "node_offsets": np.asarray(offsets, dtype=np.int64),
-            "children_left": np.concatenate(lefts),
-            "children_right": np.concatenate(rights),
-            "feature": np.concatenate(feats),
-            "threshold": np.concatenate(thresholds),
-            "n_node_samples": np.concatenate(counts),
-            "expected_contributions": np.zeros(n_features, dtype=np.float64),
-        }
-        contamination = model.contamination
-        metadata: dict[str, Any] = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "n_features": n_features,
-            "n_trees": len(estimators),
-            "max_samples": max_samples,
-            "offset": offset,
-            # sklearn's predict() flags x as an outlier exactly when score(x) > -offset_.
-            "score_threshold": -offset,
-            "contamination": contamination
-            if isinstance(contamination, str)
-            else float(contamination),
-            "sklearn_version": str(sklearn.__version__),
-            "has_reference": X_reference is not None,
-            "extra": dict(extra_metadata) if extra_metadata is not None else {},
-        }
-        try:
-            _canonical_json(metadata)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"extra_metadata is not JSON-serialisable: {exc}") from exc
-
-        forest = cls(arrays, metadata)
-        if X_reference is None:
-            return forest
-        reference = forest.contributions(X_reference)
-        if reference.shape[0] == 0:
-            raise ScoringInputError("X_reference has no rows; pass None for a zero baseline")
-        arrays["expected_contributions"] = reference.mean(axis=0)
-        return cls(arrays, metadata)
 
     def _compile(self) -> None:
         """Renumber all nodes breadth first and pack them into the branch-free layout."""
@@ -440,24 +325,14 @@ class CompiledForest:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """A copy of the JSON metadata (format, sizes, sklearn ``offset``, ``extra``, ...)."""
+        """A copy of the saved sizes: ``n_features``, ``n_trees``, ``max_samples``."""
         result: dict[str, Any] = json.loads(_canonical_json(self._metadata))
         return result
-
-    @property
-    def score_threshold(self) -> float:
-        """``-model.offset_``: sklearn's ``predict`` calls a row an outlier iff score > this."""
-        return float(self._metadata["score_threshold"])
 
     @property
     def expected_contributions(self) -> FloatArray:
         """Baseline :meth:`contributions` (mean over ``X_reference``), read-only; else zeros."""
         return self._arrays["expected_contributions"]
-
-    @property
-    def sha256(self) -> str:
-        """Checksum of the model's arrays and metadata (stable identity for logs)."""
-        return self._sha256
 
     def __repr__(self) -> str:
         return (
@@ -653,11 +528,11 @@ class CompiledForest:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to ``path`` (one ``.npz`` file, atomically replaced); return it.
 
-        The file holds the node arrays and a JSON metadata record whose ``sha256`` covers every
-        array and every other metadata field. Raises :class:`ModelError` if it cannot be written.
+        The file holds the node arrays and a JSON record of the forest's sizes. Raises
+        :class:`ModelError` if it cannot be written.
         """
         target = Path(path)
-        metadata = dict(self._metadata, sha256=self._sha256)
+        metadata = dict(self._metadata)
         payload = dict(self._arrays)
         payload[_METADATA_KEY] = np.frombuffer(_canonical_json(metadata), dtype=np.uint8)
         try:
@@ -673,11 +548,12 @@ class CompiledForest:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CompiledForest:
-        """Read a model written by :meth:`save`, verifying format, checksum and structure.
+        """Read a forest written by :meth:`save`, validating its structure.
 
-        Raises :class:`ModelError` for a missing, truncated or corrupted file, an unknown
-        format or version, a checksum mismatch (tampered arrays or metadata) or inconsistent
-        shapes. Never unpickles anything.
+        Only for files whose integrity was verified (``Model.load`` checks every file's
+        SHA-256 against the manifest first). Raises :class:`ModelError` for a missing,
+        truncated or unreadable file, unexpected entries or inconsistent arrays. Never
+        unpickles anything.
         """
         source = Path(path)
         if not source.is_file():
@@ -690,7 +566,7 @@ class CompiledForest:
                     raise ModelError(f"{source} is not a compiled-forest .npz archive")
                 with loaded as npz:
                     names = set(npz.files)
-                    expected = {*_ARRAY_DTYPES, _METADATA_KEY}
+                    expected = {*ARRAY_DTYPES, _METADATA_KEY}
                     if names != expected:
                         raise ModelError(
                             f"{source}: unexpected archive entries; missing "
@@ -713,27 +589,6 @@ class CompiledForest:
             raise ModelError(f"{source}: metadata is not valid JSON: {exc}") from exc
         if not isinstance(metadata, dict):
             raise ModelError(f"{source}: metadata is not a JSON object")
-        if metadata.get("format") != FORMAT_NAME:
-            raise ModelError(
-                f"{source}: not a compiled isolation forest (format {metadata.get('format')!r})"
-            )
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise ModelError(
-                f"{source}: unsupported format version {metadata.get('format_version')!r} "
-                f"(this code reads version {FORMAT_VERSION})"
-            )
-        stored = metadata.get("sha256")
-        if not isinstance(stored, str):
-            raise ModelError(f"{source}: metadata has no sha256 checksum")
-        try:
-            actual = _checksum(raw, metadata)
-        except ValueError as exc:  # e.g. NaN smuggled into the JSON
-            raise ModelError(f"{source}: metadata is not canonical JSON: {exc}") from exc
-        if not hmac.compare_digest(stored, actual):
-            raise ModelError(
-                f"{source}: checksum mismatch, the arrays or metadata were modified "
-                f"(stored {stored[:12]}..., computed {actual[:12]}...)"
-            )
         return cls(raw, metadata)
 
 
@@ -745,22 +600,12 @@ def _validate_arrays(
         value = metadata.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or value < 1:
             raise ModelError(f"model metadata {key!r} must be a positive integer, got {value!r}")
-    for key in ("offset", "score_threshold"):
-        value = metadata.get(key)
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
-            raise ModelError(f"model metadata {key!r} must be a finite number, got {value!r}")
-    if not isinstance(metadata.get("extra", {}), dict):
-        raise ModelError("model metadata 'extra' must be an object")
-    missing = set(_ARRAY_DTYPES) - set(arrays)
+    missing = set(ARRAY_DTYPES) - set(arrays)
     if missing:
         raise ModelError(f"model arrays missing: {sorted(missing)}")
 
     out: dict[str, npt.NDArray[Any]] = {}
-    for name, dtype in _ARRAY_DTYPES.items():
+    for name, dtype in ARRAY_DTYPES.items():
         arr = np.asarray(arrays[name])
         if arr.ndim != 1:
             raise ModelError(f"model array {name!r} must be 1-D, got shape {arr.shape}")

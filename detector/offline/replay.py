@@ -20,6 +20,7 @@ import numpy as np
 from detector.events import Withdrawal
 from detector.model import Model
 from detector.pipeline import Decider, FeatureState, Pending
+from detector.policy import VERDICTS
 
 __all__ = ["CHUNK", "ReplayResult", "quality_report", "replay", "write_verdicts"]
 
@@ -88,7 +89,7 @@ def quality_report(
     counts = Counter(v["verdict"] for v in verdicts)
     report: dict[str, Any] = {
         "events": len(verdicts),
-        "verdicts": {k: counts.get(k, 0) for k in ("allow", "delay", "refuse")},
+        "verdicts": {k: counts.get(k, 0) for k in VERDICTS},
     }
     if not any(label is not None for label in labels):
         return report

@@ -2,8 +2,7 @@
 
 Nothing here imports Faust: the worker feeds a :class:`Health` with what it observes
 (progress, lag, model, partition assignment, table recovery) and serves
-:func:`http_response` from Faust's web server; tools without Faust use
-:func:`serve_standalone`.
+:func:`http_response` from Faust's web server.
 
 * **Liveness** (``/healthz``) catches the known Faust failure where a consumer silently stops
   fetching after a broker outage (faust-streaming #175, #523, #629): records are waiting
@@ -20,13 +19,9 @@ with a one-line plain-text reason), 404 for anything else.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -38,9 +33,7 @@ __all__ = [
     "READY_PATH",
     "TEXT_CONTENT_TYPE",
     "Health",
-    "StandaloneServer",
     "http_response",
-    "serve_standalone",
 ]
 
 METRICS_PATH = "/metrics"
@@ -52,11 +45,6 @@ _OK = 200
 _NOT_FOUND = 404
 _SERVER_ERROR = 500
 _UNAVAILABLE = 503  # probes treat any status >= 400 as failure; 503 says "try again later"
-
-# Seconds serve_forever() waits between checks for shutdown(): close() returns within this.
-_SHUTDOWN_POLL_S = 0.1
-# Seconds close() waits for the server thread to end before giving up on it (it is a daemon).
-_JOIN_TIMEOUT_S = 5.0
 
 
 class Health:
@@ -222,97 +210,3 @@ def http_response(path: str, registry: CollectorRegistry, health: Health) -> tup
         ok, reason = health.liveness() if route == HEALTH_PATH else health.readiness()
         return (_OK if ok else _UNAVAILABLE), (reason + "\n").encode(), TEXT_CONTENT_TYPE
     return _NOT_FOUND, b"not found\n", TEXT_CONTENT_TYPE
-
-
-class StandaloneServer:
-    """A running :func:`serve_standalone` server; :meth:`close` stops it (idempotent)."""
-
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._closed = False
-
-    @property
-    def host(self) -> str:
-        return str(self._server.server_address[0])
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when 0 was asked for)."""
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(_JOIN_TIMEOUT_S)
-
-    def __enter__(self) -> StandaloneServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def serve_standalone(
-    host: str, port: int, registry: CollectorRegistry, health: Health
-) -> StandaloneServer:
-    """Serve :func:`http_response` with the stdlib HTTP server in a daemon thread.
-
-    For the replay/demo tools that run without Faust's web server. ``port=0`` picks a free
-    port (read it back from ``.port``). Returns once the socket is listening.
-    """
-
-    class _Handler(BaseHTTPRequestHandler):
-        server_version = "detector"
-
-        def do_GET(self) -> None:
-            self._respond(with_body=True)
-
-        def do_HEAD(self) -> None:
-            self._respond(with_body=False)
-
-        def _respond(self, *, with_body: bool) -> None:
-            try:
-                status, body, content_type = http_response(self.path, registry, health)
-            except Exception as exc:  # a failing collector must not kill the connection
-                status, body = _SERVER_ERROR, f"error: {exc!r}\n".encode()
-                content_type = TEXT_CONTENT_TYPE
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Silent: probes and scrapes every few seconds would flood stderr."""
-
-    server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
-    if ":" in host:  # an IPv6 literal such as "::1"
-
-        class _V6Server(ThreadingHTTPServer):
-            address_family = socket.AF_INET6
-
-        server_class = _V6Server
-    server = server_class((host, port), _Handler)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": _SHUTDOWN_POLL_S},
-        name=f"detector-http-{server.server_address[1]}",
-        daemon=True,
-    )
-    thread.start()
-    return StandaloneServer(server, thread)

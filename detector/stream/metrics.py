@@ -29,7 +29,6 @@ Metrics (exposed sample names)::
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 import re
@@ -39,6 +38,8 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from detector.policy import VERDICTS
 
 __all__ = [
     "ANOMALY_SCORE_BUCKETS",
@@ -55,9 +56,8 @@ __all__ = [
 
 METRIC_PREFIX = "detector_"
 
-# The three verdicts the policy can return; pre-initialised to 0 so that rate() and the
+# The verdicts (detector.policy.VERDICTS) are pre-initialised to 0 so that rate() and the
 # verdict-share recording rules have a series from the first scrape on.
-VERDICTS: tuple[str, ...] = ("allow", "delay", "refuse")
 
 # Seconds from the event's `requested_at` to the verdict being handed to the producer. It
 # includes queueing in Kafka, so the tail reaches far past the processing time: buckets go to
@@ -261,11 +261,6 @@ class DetectorMetrics:
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """Set the lag of one partition (negative values, from a stale watermark, become 0)."""
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
-
-    def remove_lag(self, topic: str, partition: int) -> None:
-        """Drop the lag series of a partition this worker no longer owns (after a rebalance)."""
-        with contextlib.suppress(KeyError):  # never set, or already removed
-            self.consumer_lag.remove(topic, str(partition))
 
     def clear_lag(self) -> None:
         """Drop every lag series (e.g. when all partitions are revoked)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import faust
 
 from detector.config import Settings
-from detector.model import Model
 from detector.stream.app import create_app, topic_specs
 from detector.stream.topics import ensure_topics
 
@@ -13,7 +12,7 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings) -> None:
-    model = Model.load(settings.model_dir)  # fail fast, before touching Kafka
+    model = settings.load_model()  # fail fast, before touching Kafka
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     detector_app = create_app(settings, model=model)

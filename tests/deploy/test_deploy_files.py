@@ -11,8 +11,10 @@ every file the Dockerfile copies or compose mounts must exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
+import http.server
 import json
 import os
 import re
@@ -20,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.cli import build_parser
 from detector.config import ENV_PREFIX, Settings
-from detector.stream.health import Health, serve_standalone
+from detector.stream.health import Health, http_response
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -772,14 +775,42 @@ def healthcheck_argv() -> list[str]:
     return argv
 
 
+@contextlib.contextmanager
+def _serving(registry: CollectorRegistry, health: Health) -> Iterator[int]:
+    """The worker's /metrics, /healthz, /readyz handler on a stdlib HTTP server (the worker
+    serves the same :func:`http_response` from Faust's web server); yields the port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body, content_type = http_response(self.path, registry, health)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def test_dockerfile_healthcheck_follows_healthz() -> None:
     """Run the HEALTHCHECK command against the real /healthz handler: 200 passes, 503 fails."""
     now = [0.0]
     health = Health(stuck_after_s=1.0, clock=lambda: now[0])
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
     argv = [sys.executable, *healthcheck_argv()[1:]]
-    with serve_standalone("127.0.0.1", 0, CollectorRegistry(), health) as server:
-        env["DETECTOR_WEB_PORT"] = str(server.port)
+    with _serving(CollectorRegistry(), health) as port:
+        env["DETECTOR_WEB_PORT"] = str(port)
         alive = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
         assert alive.returncode == 0, alive.stderr
         # Stuck: partitions assigned, tables recovered, records waiting, no progress.

@@ -128,7 +128,8 @@ def test_train_writes_a_verified_model_and_a_report(trained: tuple[Path, Path]) 
     flagged = report["training_flagged"]["delay"] + report["training_flagged"]["refuse"]
     assert flagged == pytest.approx(0.01, abs=0.003)
     assert (root / "model" / "score_histogram.png").stat().st_size > 1000
-    assert model.forest.n_trees == 50 and model.forest.n_features == len(FEATURE_NAMES)
+    (family,) = model.families
+    assert family.forest.n_trees == 50 and family.forest.n_features == len(FEATURE_NAMES)
 
 
 def test_replay_cli_report_and_verdicts(trained: tuple[Path, Path]) -> None:
@@ -189,7 +190,7 @@ def test_replay_rejects_a_bad_line_with_its_number(
 def test_a_tampered_model_is_refused(tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL, copy)
-    forest = copy / "forest"
+    forest = copy / "forests" / "all.npz"
     data = bytearray(forest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     forest.write_bytes(bytes(data))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import urllib.error
-import urllib.request
-
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,7 +9,6 @@ from detector.stream.health import (
     TEXT_CONTENT_TYPE,
     Health,
     http_response,
-    serve_standalone,
 )
 from detector.stream.metrics import DetectorMetrics
 
@@ -212,87 +207,3 @@ def test_query_string_is_ignored(registry: CollectorRegistry, health: Health) ->
 @pytest.mark.parametrize("path", ["/", "/metric", "/healthz/extra", "/READYZ", ""])
 def test_unknown_paths_are_404(registry: CollectorRegistry, health: Health, path: str) -> None:
     assert http_response(path, registry, health) == (404, b"not found\n", TEXT_CONTENT_TYPE)
-
-
-# serve_standalone -----------------------------------------------------------------------
-
-
-def get(url: str) -> tuple[int, bytes, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read(), resp.headers["Content-Type"]
-    except urllib.error.HTTPError as err:
-        with err:
-            return err.code, err.read(), err.headers["Content-Type"]
-
-
-def test_serve_standalone_serves_real_http(registry: CollectorRegistry, health: Health) -> None:
-    with serve_standalone("127.0.0.1", 0, registry, health) as server:
-        assert server.port > 0
-        assert server.url == f"http://127.0.0.1:{server.port}"
-
-        status, body, content_type = get(server.url + "/metrics")
-        assert status == 200
-        assert content_type.startswith("text/plain; version=0.0.4")
-        assert b"detector_withdrawals_consumed_total 3.0" in body
-
-        assert get(server.url + "/healthz")[:2] == (
-            200,
-            b"ok: not consuming yet (partitions unassigned or tables recovering)\n",
-        )
-        status, body, _ = get(server.url + "/readyz")
-        assert status == 503 and body.startswith(b"not ready:")
-        assert get(server.url + "/nope")[0] == 404
-
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        try:
-            conn.request("HEAD", "/readyz")
-            resp = conn.getresponse()
-            assert resp.status == 503
-            assert resp.read() == b""
-        finally:
-            conn.close()
-    server.close()  # idempotent
-    with pytest.raises(OSError):
-        urllib.request.urlopen(server.url + "/healthz", timeout=2).close()
-
-
-def test_serve_standalone_reports_a_failing_collector(health: Health) -> None:
-    registry = CollectorRegistry()
-    metrics = DetectorMetrics(registry)
-
-    def broken() -> float:
-        raise RuntimeError("boom")
-
-    metrics.last_offset_commit_age.set_function(broken)
-    with serve_standalone("127.0.0.1", 0, registry, health) as server:
-        status, body, _ = get(server.url + "/metrics")
-        assert status == 500 and b"boom" in body
-        assert get(server.url + "/healthz")[0] == 200  # the server keeps serving
-
-
-def test_one_stuck_partition_fails_liveness_while_others_progress() -> None:
-    now = [1000.0]
-    health = Health(stuck_after_s=30.0, clock=lambda: now[0])
-    health.set_model_loaded(True)
-    health.set_partitions_assigned(True)
-    health.set_tables_recovered(True)
-    health.observe_partitions({"withdrawals[0]": (10, 5), "by-destination[0]": (7, 3)})
-    for step in range(1, 8):
-        now[0] += 10.0
-        health.record_progress(100)  # the first stage keeps going...
-        health.set_lag(8)
-        # ...its partition commits, the second stage's partition does not
-        health.observe_partitions(
-            {"withdrawals[0]": (10 + step * 100, 5), "by-destination[0]": (7, 3 + step)}
-        )
-        alive, reason = health.liveness()
-        if now[0] - 1000.0 <= 30.0:
-            assert alive, reason
-    assert not alive
-    assert "by-destination[0]" in reason and "has not advanced" in reason
-    # Once it commits again (or its lag drains), liveness recovers.
-    health.observe_partitions({"withdrawals[0]": (900, 0), "by-destination[0]": (8, 2)})
-    assert health.liveness()[0]
-    health.observe_partitions({"withdrawals[0]": (900, 0), "by-destination[0]": (8, 0)})
-    assert health.liveness()[0]

@@ -35,6 +35,7 @@ from detector.offline.evaluation.measures import (
 from detector.offline.evaluation.report import _markdown, _target
 from detector.offline.replay import replay
 from detector.offline.training import train
+from detector.policy import DEFAULT_DELAY_RATE, DEFAULT_REFUSE_RATE
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -75,8 +76,8 @@ def run_evaluation(
     days: float,
     seed_train: int = 1,
     seed_test: int = 2,
-    delay_rate: float = 0.01,
-    refuse_rate: float = 0.001,
+    delay_rate: float = DEFAULT_DELAY_RATE,
+    refuse_rate: float = DEFAULT_REFUSE_RATE,
     train_attacks_per_scenario: int = TRAIN_ATTACKS_PER_SCENARIO,
     test_attacks_per_scenario: int | None = None,
     progress: Callable[[str], None] = _say,

@@ -1,0 +1,181 @@
+"""The model artifact: one integrity layer over every file, optional signatures, combining."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka_io import DEFAULT_MODEL
+
+from detector.errors import ModelError
+from detector.model import (
+    MANIFEST,
+    SIGNATURE,
+    Family,
+    Model,
+    generate_ed25519,
+    load_signer,
+    load_verifier,
+    manifest_digest,
+    sign_artifact,
+)
+
+SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, copy)
+    return copy
+
+
+def _edit_manifest(directory: Path, *, redigest: bool, **changes: object) -> None:
+    path = directory / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    if redigest:  # what someone re-saving the artifact without the key would do
+        manifest["digest"] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_the_shipped_model_verifies_and_scores(artifact: Path) -> None:
+    model = Model.load(artifact)
+    rows = np.zeros((3, len(model.feature_names)))
+    scores = model.score(rows)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    assert model.excess_contributions(rows).shape == rows.shape
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"policy": {"delay_threshold": 1.0, "refuse_threshold": 1.0}},  # never hold anything
+        {"ordinary": [0.0] * 12},
+        {"training": {"source": "elsewhere"}},
+        {"version": "iforest-0000000000"},
+    ],
+)
+def test_a_hand_edited_manifest_is_refused(artifact: Path, change: dict[str, object]) -> None:
+    _edit_manifest(artifact, redigest=False, **change)
+    with pytest.raises(ModelError, match="modified after it was written"):
+        Model.load(artifact)
+
+
+def test_every_file_is_covered(artifact: Path) -> None:
+    report = artifact / "training_report.json"
+    report.write_text(report.read_text().replace("0", "1", 1))
+    with pytest.raises(ModelError, match=r"training_report\.json"):
+        Model.load(artifact)
+
+
+def test_an_added_or_missing_file_is_refused(artifact: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(artifact, other)
+    (artifact / "forests" / "extra.npz").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"extra\.npz"):
+        Model.load(artifact)
+    (other / "score_histogram.png").unlink()
+    with pytest.raises(ModelError, match=r"score_histogram\.png"):
+        Model.load(other)
+
+
+def test_a_manifest_cannot_point_outside_the_artifact(artifact: Path) -> None:
+    manifest = json.loads((artifact / MANIFEST).read_text())
+    manifest["families"][0]["file"] = "../../etc/passwd"
+    _edit_manifest(artifact, redigest=True, families=manifest["families"])
+    with pytest.raises(ModelError, match="outside the artifact"):
+        Model.load(artifact)
+
+
+def test_an_older_format_is_refused_with_a_hint(artifact: Path) -> None:
+    _edit_manifest(artifact, redigest=True, format=1)
+    with pytest.raises(ModelError, match=r"unsupported model format 1.*retrain"):
+        Model.load(artifact)
+
+
+# ----------------------------------------------------------------------- signatures
+
+
+def _hmac_key(tmp_path: Path, secret: bytes = SECRET) -> Path:
+    key = tmp_path / "model.key"
+    key.write_bytes(secret)
+    return key
+
+
+def test_hmac_signed_artifact_loads_with_its_key_only(artifact: Path, tmp_path: Path) -> None:
+    key = _hmac_key(tmp_path)
+    sign_artifact(artifact, load_signer(key))
+    assert Model.load(artifact, verifier=load_verifier(key)).version
+    other = _hmac_key(tmp_path / "..", SECRET[::-1])
+    with pytest.raises(ModelError, match="not by the configured key"):
+        Model.load(artifact, verifier=load_verifier(other))
+
+
+def test_a_resaved_artifact_without_the_key_is_refused(artifact: Path, tmp_path: Path) -> None:
+    key = _hmac_key(tmp_path)
+    sign_artifact(artifact, load_signer(key))
+    # The attacker lowers the thresholds and recomputes the digest (not the signature).
+    _edit_manifest(
+        artifact, redigest=True, policy={"delay_threshold": 1.0, "refuse_threshold": 1.0}
+    )
+    assert Model.load(artifact).policy.delay_threshold == 1.0  # no key configured: digest only
+    with pytest.raises(ModelError, match="does not verify"):
+        Model.load(artifact, verifier=load_verifier(key))
+
+
+def test_an_unsigned_artifact_is_refused_when_a_key_is_configured(
+    artifact: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ModelError, match="unsigned"):
+        Model.load(artifact, verifier=load_verifier(_hmac_key(tmp_path)))
+
+
+def test_ed25519_signing_needs_the_private_key_and_verifies_with_the_public(
+    artifact: Path, tmp_path: Path
+) -> None:
+    private, public = tmp_path / "ed.pem", tmp_path / "ed.pub"
+    generate_ed25519(private, public)
+    assert private.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ModelError, match="private key"):
+        sign_artifact(artifact, load_signer(public))  # a public PEM is not a signing key
+    sign_artifact(artifact, load_signer(private))
+    assert json.loads((artifact / SIGNATURE).read_text())["algorithm"] == "ed25519"
+    Model.load(artifact, verifier=load_verifier(public))
+    with pytest.raises(ModelError, match="signed with 'ed25519'"):
+        Model.load(artifact, verifier=load_verifier(_hmac_key(tmp_path)))
+    sig = json.loads((artifact / SIGNATURE).read_text())
+    sig["signature"] = sig["signature"][::-1]
+    (artifact / SIGNATURE).write_text(json.dumps(sig))
+    with pytest.raises(ModelError, match="does not verify"):
+        Model.load(artifact, verifier=load_verifier(public))
+
+
+def test_short_hmac_secrets_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="at least 32 bytes"):
+        load_verifier(_hmac_key(tmp_path, b"short"))
+
+
+# ----------------------------------------------------------------------- combining
+
+
+def test_max_percentile_takes_the_strongest_family(artifact: Path) -> None:
+    base = Model.load(artifact)
+    (family,) = base.families
+    width = len(base.feature_names)
+    calibration = tuple(np.linspace(0.3, 0.7, 11))
+    twin = Family("twin", family.columns, family.forest, calibration)
+    first = Family("first", family.columns, family.forest, calibration)
+    model = Model(base.version, (first, twin), base.policy, base.ordinary, combine="max_percentile")
+    rows = np.zeros((4, width))
+    per_family = model.family_scores(rows)
+    assert per_family.shape == (4, 2)
+    np.testing.assert_allclose(model.score(rows), per_family.max(axis=1))
+    np.testing.assert_allclose(
+        first.percentile(np.array([0.2, 0.3, 0.5, 0.7, 0.9])), [0.0, 0.0, 0.5, 1.0, 1.0]
+    )
+    with pytest.raises(ModelError, match="calibration"):
+        Model(base.version, (family, twin), base.policy, base.ordinary, combine="max_percentile")
