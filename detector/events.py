@@ -200,9 +200,12 @@ def parse_rfc3339(text: str) -> float:
 
 
 def format_rfc3339(epoch_seconds: float) -> str:
-    """Epoch seconds -> RFC 3339 UTC with millisecond precision, e.g. 2026-11-24T10:00:00.000Z."""
-    dt = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """Epoch seconds -> RFC 3339 UTC, rounded to the millisecond: 2026-11-24T10:00:00.000Z.
+
+    The one formatter of timestamps (with :func:`parse_rfc3339`, the one parser)."""
+    ms = round(epoch_seconds * 1000.0)
+    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _id(doc: dict[str, Any], name: str) -> str:

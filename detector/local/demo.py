@@ -25,6 +25,7 @@ from detector.errors import DetectorError
 from detector.local import broker, traffic
 from detector.local.process import worker_process
 from detector.offline import simulate
+from detector.offline.quality import NORMAL_LABEL, Tally
 from detector.stream.app import topic_specs
 from detector.stream.topics import delete_topics, ensure_topics
 
@@ -302,12 +303,9 @@ def _summary(tally: _Tally) -> None:
         kinds = Counter(v["verdict"] for v in verdicts.values())
         p50, p99 = _percentiles(tally.latencies)
         missing = len(tally.sent_at) - len(verdicts)
-        flagged: Counter[str] = Counter()
-        totals: Counter[str] = Counter()
+        quality = Tally()
         for wid, verdict in verdicts.items():
-            label = tally.labels.get(wid, "")
-            totals[label] += 1
-            flagged[label] += verdict["verdict"] != "allow"
+            quality.add(verdict["verdict"], tally.labels.get(wid))
         dlq = list(tally.dlq)
         duplicates = tally.duplicates
     _say("\n=== demo summary ===")
@@ -321,16 +319,15 @@ def _summary(tally: _Tally) -> None:
         f"dead-letter records: {len(dlq)} "
         f"({', '.join(sorted({code for code, _ in dlq})) or 'none'})"
     )
-    for label in sorted(totals):
-        if label and label != "normal":
-            _say(
-                f"  {label:18s} {flagged[label]:4d}/{totals[label]:<4d} flagged "
-                f"({flagged[label] / totals[label]:.0%})"
-            )
-    if totals["normal"]:
+    for label in quality.attacks:
         _say(
-            f"  {'normal':18s} {flagged['normal']:4d}/{totals['normal']:<4d} flagged "
-            f"({flagged['normal'] / totals['normal']:.2%})"
+            f"  {label:18s} {quality.flagged[label]:4d}/{quality.total[label]:<4d} flagged "
+            f"({quality.rate(label):.0%})"
+        )
+    if quality.total[NORMAL_LABEL]:
+        _say(
+            f"  {NORMAL_LABEL:18s} {quality.flagged[NORMAL_LABEL]:4d}/"
+            f"{quality.total[NORMAL_LABEL]:<4d} flagged ({quality.rate(NORMAL_LABEL):.2%})"
         )
     shown = [v for v in verdicts.values() if v["verdict"] == "refuse"][:5]
     if shown:

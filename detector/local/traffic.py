@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from detector.config import parse_bootstrap
 from detector.errors import ConfigError, KafkaSetupError
+from detector.events import format_rfc3339, parse_rfc3339
 from detector.offline.simulate import encode_event
+from detector.stream.compat import import_kafka
 
 PROGRESS_EVERY = 1_000
 # Seconds the final flush may take before the stream is declared failed (s).
@@ -26,34 +26,19 @@ class _Producer(Protocol):
     def flush(self, timeout: float | None = None) -> Any: ...
 
 
-def _parse_rfc3339(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp without zone: {text!r}")
-    return parsed
-
-
-def _format_rfc3339(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def _shift_offset(events: Sequence[Mapping[str, Any]], now: datetime) -> timedelta:
+def _shift_ms(events: Sequence[Mapping[str, Any]], now: float) -> int:
     """Constant shift (whole milliseconds) that moves the earliest event to ``now``."""
     if not events:
-        return timedelta(0)
-    earliest = min(_parse_rfc3339(str(e["requested_at"])) for e in events)
-    return timedelta(milliseconds=round((now - earliest).total_seconds() * 1000.0))
+        return 0
+    earliest = min(parse_rfc3339(str(e["requested_at"])) for e in events)
+    return round((now - earliest) * 1000.0)
 
 
 def _kafka() -> Any:
-    """kafka-python, imported on first use. Its import emits a DeprecationWarning
-    (``importlib.resources.read_text``) that the test suite's ``filterwarnings = error``
-    would turn into a failure, so it is silenced for the import only."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import kafka
-        import kafka.errors
+    """kafka-python, imported quietly (see :func:`detector.stream.compat.import_kafka`)."""
+    import_kafka()
+    import kafka
+
     return kafka
 
 
@@ -107,7 +92,7 @@ def stream_to_kafka(
     if duration is not None and not duration >= 0:
         raise ConfigError(f"duration must be >= 0 s or None, got {duration}")
     kafka_error: type[Exception] = _kafka().errors.KafkaError
-    offset = _shift_offset(events, datetime.now(UTC)) if shift_to_now else None
+    offset_ms = _shift_ms(events, time.time()) if shift_to_now else None
     own = producer is None
     sink: Any = _make_producer(bootstrap_servers) if producer is None else producer
     failures: list[BaseException] = []
@@ -125,9 +110,9 @@ def stream_to_kafka(
             if duration is not None and time.monotonic() - began >= duration:
                 break
             out = event
-            if offset is not None:
-                moved = _parse_rfc3339(str(event["requested_at"])) + offset
-                out = {**event, "requested_at": _format_rfc3339(moved)}
+            if offset_ms is not None:
+                ms = round(parse_rfc3339(str(event["requested_at"])) * 1000.0) + offset_ms
+                out = {**event, "requested_at": format_rfc3339(ms / 1000.0)}
             future = sink.send(
                 topic, value=encode_event(out), key=str(event["account_id"]).encode("utf-8")
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,8 @@ import numpy as np
 
 from detector.events import Withdrawal
 from detector.model import Model
+from detector.offline.quality import Tally
 from detector.pipeline import Decider, FeatureState, Pending
-from detector.policy import VERDICTS
 
 __all__ = ["CHUNK", "ReplayResult", "quality_report", "replay", "write_verdicts"]
 
@@ -86,32 +85,10 @@ def quality_report(
     verdicts: Sequence[dict[str, Any]], labels: Sequence[str | None]
 ) -> dict[str, Any]:
     """Counts, and when labels exist: normal flagged rate, attack recall, recall by scenario."""
-    counts = Counter(v["verdict"] for v in verdicts)
-    report: dict[str, Any] = {
-        "events": len(verdicts),
-        "verdicts": {k: counts.get(k, 0) for k in VERDICTS},
-    }
-    if not any(label is not None for label in labels):
-        return report
-    flagged_by: Counter[str] = Counter()
-    total_by: Counter[str] = Counter()
+    tally = Tally()
     for verdict, label in zip(verdicts, labels, strict=True):
-        name = label or "unlabelled"
-        total_by[name] += 1
-        flagged_by[name] += verdict["verdict"] != "allow"
-    attacks = [k for k in total_by if k not in ("normal", "unlabelled")]
-    attack_total = sum(total_by[k] for k in attacks)
-    report["normal_events"] = total_by["normal"]
-    report["attack_events"] = attack_total
-    report["normal_flagged_rate"] = (
-        flagged_by["normal"] / total_by["normal"] if total_by["normal"] else 0.0
-    )
-    report["attack_recall"] = (
-        sum(flagged_by[k] for k in attacks) / attack_total if attack_total else None
-    )
-    report["by_scenario"] = {k: flagged_by[k] / total_by[k] for k in sorted(attacks)}
-    report["by_scenario_events"] = {k: total_by[k] for k in sorted(attacks)}
-    return report
+        tally.add(verdict["verdict"], label)
+    return tally.report()
 
 
 def write_verdicts(verdicts: Iterable[dict[str, Any]], path: Path) -> None:

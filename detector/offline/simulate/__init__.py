@@ -30,6 +30,7 @@ Everything is drawn from :class:`numpy.random.Generator` streams spawned from
 like real ones (prefix, alphabet, length) but carry no valid checksum.
 """
 
+from detector.offline.quality import NORMAL_LABEL
 from detector.offline.simulate.attacks import (
     account_takeover,
     dormant_wakeup,
@@ -41,7 +42,6 @@ from detector.offline.simulate.output import encode_event, generate, write_jsonl
 from detector.offline.simulate.world import (
     ASSETS,
     DEFAULT_START,
-    NORMAL_LABEL,
     SCENARIOS,
     STRUCTURING_LIMIT_USD,
     Asset,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from detector.offline.quality import NORMAL_LABEL
 from detector.offline.simulate.world import (
     _LARGE_LEGIT_MULT,
     _LARGE_LEGIT_PROB,
@@ -22,7 +23,6 @@ from detector.offline.simulate.world import (
     _SPLIT_GAP_S,
     _SPLIT_PROB,
     ASSETS,
-    NORMAL_LABEL,
     FloatArray,
     IntArray,
     _address,

@@ -27,8 +27,6 @@ BoolArray = npt.NDArray[np.bool_]
 
 # Default first instant of the simulated period (UTC); fixed so outputs are reproducible.
 DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
-# Label of every withdrawal that is not part of an injected attack.
-NORMAL_LABEL = "normal"
 # Labels of the attack scenarios, in injection order; also the values of metadata.label.
 SCENARIOS: tuple[str, ...] = (
     "account_takeover",
