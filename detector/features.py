@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 from detector.events import Withdrawal
 
 __all__ = [
+    "ACCOUNT_STATE_VERSION",
+    "DESTINATION_STATE_VERSION",
     "FEATURE_NAMES",
     "FEATURE_SCHEMA",
     "REASONS",
@@ -44,6 +46,7 @@ __all__ = [
     "destination_step",
     "feature_vector",
     "reason_detail",
+    "upgrade_account_state",
 ]
 
 FEATURE_SCHEMA = "features-v4"  # bump when names, order or meaning change (models pin it)
@@ -143,15 +146,21 @@ class AccountFeatures(NamedTuple):
     gap_s: float | None
     usual_gap_s: float
     new_destination: bool
-    distinct_destinations_24h: int
     near_limit_24h: int
 
-    def to_json(self) -> list[Any]:
-        return list(self)
+    def to_json(self) -> dict[str, Any]:
+        """By field name, so a reader of another version matches fields by name."""
+        return self._asdict()
 
     @classmethod
-    def from_json(cls, values: list[Any]) -> AccountFeatures:
-        return cls(*values)
+    def from_json(cls, values: Any) -> AccountFeatures:
+        """From :meth:`to_json` of any version: unknown fields are ignored, fields this
+        version added take their defaults; the positional list of version 0 is read too."""
+        if isinstance(values, list):
+            legacy = [*values[:13], *values[14:]] if len(values) == 15 else values
+            return cls(*legacy)
+        known = {k: values[k] for k in cls._fields if k in values}
+        return cls(**known)
 
 
 class DestinationFeatures(NamedTuple):
@@ -165,11 +174,15 @@ def short_digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
+ACCOUNT_STATE_VERSION = 1  # bump when the layout changes; upgrade_account_state reads older
+DESTINATION_STATE_VERSION = 1
+
+
 def new_account_state() -> dict[str, Any]:
     return {
+        "v": ACCOUNT_STATE_VERSION,
         "ts": [],
         "usd": [],
-        "dst": [],
         "near": [],
         "la": [],
         "known": {},
@@ -179,6 +192,23 @@ def new_account_state() -> dict[str, Any]:
     }
 
 
+def upgrade_account_state(state: dict[str, Any]) -> dict[str, Any]:
+    """An account state written by any earlier version, in this version's layout (in place).
+
+    Version 0 had no ``v`` and kept a ``dst`` list (read by nothing now) and sometimes no
+    ``near``. A state of a *newer* version is used as it is: versions only ever add keys, so
+    an older worker during a rolling deploy (or a rollback) reads what it knows and keeps
+    the rest.
+    """
+    if state.get("v", 0) >= ACCOUNT_STATE_VERSION:
+        return state
+    state.pop("dst", None)
+    for key, empty in new_account_state().items():
+        state.setdefault(key, empty)
+    state["v"] = ACCOUNT_STATE_VERSION
+    return state
+
+
 def account_step(
     state: dict[str, Any] | None, event: Withdrawal
 ) -> tuple[dict[str, Any], AccountFeatures]:
@@ -186,12 +216,11 @@ def account_step(
 
     ``state`` is updated in place and returned (the caller writes it back to its table).
     """
-    st = new_account_state() if state is None else state
+    st = new_account_state() if state is None else upgrade_account_state(state)
     t = event.requested_at
     usd = event.value
     ts: list[float] = st["ts"]
     amounts: list[float] = st["usd"]
-    dsts: list[str] = st["dst"]
     dkey = short_digest(event.destination)
     n: int = st["n"]
 
@@ -205,7 +234,7 @@ def account_step(
     count_24h = hi - lo_24h + 1
     sum_24h = sum(amounts[lo_24h:hi]) + usd
     low = STRUCTURING_BAND * STRUCTURING_LIMIT_USD
-    near: list[float] = st.setdefault("near", [])  # past withdrawals just under the limit
+    near: list[float] = st["near"]  # past withdrawals just under the limit
     is_near = low <= usd < STRUCTURING_LIMIT_USD
     near_limit_24h = (
         bisect.bisect_right(near, t) - bisect.bisect_right(near, t - W_24H) + is_near
@@ -214,9 +243,6 @@ def account_step(
     )
     known: dict[str, float] = st["known"]
     new_destination = dkey not in known
-    window_dsts = set(dsts[lo_24h:hi])
-    window_dsts.add(dkey)
-    distinct_24h = len(window_dsts)
 
     # Amount against the account's own history: median/MAD on ln scale, shrunk to a prior.
     logs: list[float] = st["la"]
@@ -265,18 +291,16 @@ def account_step(
         gap,
         usual_gap,
         new_destination,
-        distinct_24h,
         near_limit_24h,
     )
 
     # Update in place: insert in time order, drop what left retention, keep lists bounded.
     ts.insert(hi, t)
     amounts.insert(hi, usd)
-    dsts.insert(hi, dkey)
     cut = bisect.bisect_right(ts, ts[-1] - RETENTION_S)
     cut = max(cut, len(ts) - MAX_RECENT)
     if cut > 0:
-        del ts[:cut], amounts[:cut], dsts[:cut]
+        del ts[:cut], amounts[:cut]
     if is_near:
         bisect.insort(near, t)
     if near and near[0] <= ts[0]:
@@ -302,7 +326,9 @@ def destination_step(
     (0 if none); ``L`` and ``N`` hold the same times sorted, so window counts are bisects.
     ``state`` is updated in place and returned.
     """
-    st: dict[str, Any] = {"a": {}, "L": [], "N": []} if state is None else state
+    st: dict[str, Any] = (
+        {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []} if state is None else state
+    )
     accounts: dict[str, list[float]] = st["a"]
     lasts: list[float] = st["L"]
     news: list[float] = st["N"]

@@ -1,22 +1,28 @@
-"""The online decision logic minus Kafka, shared by the worker, ``replay`` and ``train``.
+"""The decision logic minus Kafka: one composition for the worker, ``replay`` and ``train``.
 
-Stage 1 (keyed by account): :meth:`FeatureState.account` -> :class:`AccountFeatures`.
-Stage 2 (keyed by destination): :meth:`FeatureState.destination` -> the model row.
+Stage 1 (keyed by account): :meth:`Stages.account` -> :class:`AccountFeatures`.
+Stage 2 (keyed by destination): :meth:`Stages.destination` -> the model row.
 Stage 3 (micro-batch): :meth:`Decider.decide` scores rows together and builds verdicts.
 
-The worker keeps the two states in Faust tables; :class:`FeatureState` keeps them in dicts
-for offline runs. Both call the same step functions of :mod:`detector.features`.
+:class:`Stages` takes its two stores as mappings: the worker passes its Faust tables, the
+offline tools plain dicts (:class:`FeatureState`). The worker forwards stage 1's output to
+stage 2 through Kafka with :func:`encode_forward` / :func:`decode_forward`: a versioned
+payload whose fields are matched by name, so workers of two versions side by side during a
+rolling deploy read each other's records (unknown fields are ignored, missing ones take
+their defaults) instead of dead-lettering them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from detector.events import Withdrawal, format_rfc3339
+from detector.errors import InvalidEvent
+from detector.events import Withdrawal, format_rfc3339, validate_withdrawal
 from detector.features import (
     AccountFeatures,
     DestinationFeatures,
@@ -28,16 +34,24 @@ from detector.model import Model
 from detector.policy import explain
 
 __all__ = [
+    "PAYLOAD_VERSION",
     "SCHEMA_VERSION",
     "SCORE_DECIMALS",
     "Decider",
     "FeatureState",
     "Pending",
+    "Stages",
+    "Store",
+    "decode_forward",
+    "encode_forward",
     "feature_rows",
     "make_verdict",
 ]
 
 SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
+# Version of the stage 1 -> stage 2 payload (internal topic). Readers accept every version:
+# older payloads are upgraded, newer ones read by field name.
+PAYLOAD_VERSION = 1
 SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
 
 
@@ -50,12 +64,20 @@ class Pending(NamedTuple):
     row: list[float]
 
 
-class FeatureState:
-    """Offline per-account and per-destination state (the worker uses Faust tables)."""
+class Store(Protocol):
+    """What :class:`Stages` needs of a state store: a dict, or a Faust table."""
 
-    def __init__(self) -> None:
-        self.accounts: dict[str, dict[str, Any]] = {}
-        self.destinations: dict[str, dict[str, Any]] = {}
+    def get(self, key: str, /) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+
+
+class Stages:
+    """The feature steps composed over two stores (per account, per destination)."""
+
+    def __init__(self, accounts: Store, destinations: Store) -> None:
+        self.accounts = accounts
+        self.destinations = destinations
 
     def account(self, event: Withdrawal) -> AccountFeatures:
         state, acc = account_step(self.accounts.get(event.account_id), event)
@@ -71,6 +93,33 @@ class FeatureState:
 
     def step(self, event: Withdrawal) -> Pending:
         return self.destination(event, self.account(event))
+
+
+class FeatureState(Stages):
+    """Offline state: both stores are plain dicts."""
+
+    accounts: dict[str, dict[str, Any]]
+    destinations: dict[str, dict[str, Any]]
+
+    def __init__(self) -> None:
+        super().__init__({}, {})
+
+
+def encode_forward(event: Withdrawal, acc: AccountFeatures) -> bytes:
+    """Stage 1's record for stage 2: the validated event and its account features."""
+    doc = {"v": PAYLOAD_VERSION, "e": event.to_json(), "a": acc.to_json()}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_forward(raw: bytes | None) -> tuple[Withdrawal, AccountFeatures]:
+    """Read a stage-1 record of any version; InvalidEvent if it is not one at all."""
+    try:
+        doc = json.loads(raw or b"")
+        return validate_withdrawal(doc["e"]), AccountFeatures.from_json(doc["a"])
+    except InvalidEvent:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidEvent("internal_format", f"unreadable repartition record: {exc}") from None
 
 
 def feature_rows(events: Iterable[Withdrawal]) -> Iterator[Pending]:

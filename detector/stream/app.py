@@ -30,10 +30,9 @@ from prometheus_client import CollectorRegistry
 
 from detector.config import Settings
 from detector.errors import InvalidEvent
-from detector.events import Withdrawal, format_rfc3339, parse_withdrawal, validate_withdrawal
-from detector.features import AccountFeatures, account_step, destination_step, feature_vector
+from detector.events import format_rfc3339, parse_withdrawal
 from detector.model import Model
-from detector.pipeline import Decider, Pending
+from detector.pipeline import Decider, Pending, Stages, decode_forward, encode_forward
 from detector.stream import compat
 from detector.stream.health import Health, http_response
 from detector.stream.metrics import DetectorMetrics
@@ -128,6 +127,7 @@ def create_app(
     dlq = _raw_topic(app, settings.topic_dlq, settings.partitions)
     accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
     destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
+    stages = Stages(accounts, destinations)  # the same composition replay uses
     decider = Decider(model, hold_seconds=settings.hold_seconds)
     batch_within = settings.batch_within_ms / 1000.0
 
@@ -161,17 +161,13 @@ def create_app(
                     outbox.append(dead_letter(event, exc))
                     metrics.observe_event(time.perf_counter() - event_started)
                     continue
-                state, acc = account_step(accounts.get(withdrawal.account_id), withdrawal)
-                accounts[withdrawal.account_id] = state
-                payload = json.dumps(
-                    {"e": withdrawal.to_json(), "a": acc.to_json()}, separators=(",", ":")
-                ).encode()
+                acc = stages.account(withdrawal)
                 outbox.append(
                     _Out(
                         by_destination,
                         settings.topic_by_destination,
                         withdrawal.destination.encode(),
-                        payload,
+                        encode_forward(withdrawal, acc),
                     )
                 )
                 metrics.observe_event(time.perf_counter() - event_started)
@@ -190,17 +186,11 @@ def create_app(
             for event in batch:
                 compat.set_current_event(event)
                 try:
-                    items.append(_destination_item(event.value, destinations))
-                except (ValueError, KeyError, TypeError, InvalidEvent) as exc:
-                    # Only our own stage writes this topic; never crash on it either.
-                    err = (
-                        exc
-                        if isinstance(exc, InvalidEvent)
-                        else InvalidEvent(
-                            "internal_format", f"unreadable repartition record: {exc}"
-                        )
-                    )
-                    outbox.append(dead_letter(event, err))
+                    withdrawal, acc = decode_forward(event.value)
+                except InvalidEvent as exc:  # only our stage 1 writes here; never crash
+                    outbox.append(dead_letter(event, exc))
+                    continue
+                items.append(stages.destination(withdrawal, acc))
             compat.set_current_event(None)
             verdicts = decider.decide(items, now=clock())
             for item, verdict in zip(items, verdicts, strict=True):
@@ -221,16 +211,6 @@ def create_app(
                 )
             metrics.observe_batch(len(batch), time.perf_counter() - started)
             health.record_progress(len(batch))
-
-    def _destination_item(value: bytes | None, table: Any) -> Pending:
-        doc = json.loads(value or b"")
-        withdrawal: Withdrawal = validate_withdrawal(doc["e"])
-        acc = AccountFeatures.from_json(doc["a"])
-        state, dst = destination_step(
-            table.get(withdrawal.destination), withdrawal, new_for_account=acc.new_destination
-        )
-        table[withdrawal.destination] = state
-        return Pending(withdrawal, acc, dst, feature_vector(acc, dst))
 
     sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
     committed_seen: dict[Any, int] = {}

@@ -16,7 +16,9 @@ import pytest
 from kafka_io import DEFAULT_MODEL
 
 from detector.config import Settings
+from detector.features import ACCOUNT_STATE_VERSION
 from detector.model import Model
+from detector.pipeline import PAYLOAD_VERSION
 from detector.stream import compat
 from detector.stream.app import DetectorApp, create_app
 
@@ -80,7 +82,8 @@ def test_valid_withdrawal_updates_the_account_table_and_is_repartitioned(tmp_pat
         payload = json.loads(call["value"])
         assert payload["e"]["withdrawal_id"] == "w-1"
         assert payload["e"]["metadata"] == {"channel": "api"}  # passed through untouched
-        assert payload["a"][0] == 30000.0  # the account features travel with the event
+        assert payload["a"]["usd"] == 30000.0  # the account features travel with the event
+        assert payload["v"] == PAYLOAD_VERSION
         state = detector.accounts["acct-1"]
         assert state["n"] == 1 and state["usd"] == [30000.0]
         assert sent["dlq"].calls == []
@@ -148,6 +151,68 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
             registry.get_sample_value("detector_verdicts_total", {"verdict": verdict["verdict"]})
             == 1
         )
+
+    run_with_app(tmp_path, body)
+
+
+def _account_features(doc: dict[str, Any]) -> Any:
+    from detector.events import validate_withdrawal
+    from detector.features import account_step
+
+    return account_step(None, validate_withdrawal(doc))[1]
+
+
+@pytest.mark.parametrize("version", ["v0-positional", "newer-with-extra-fields"])
+def test_records_of_another_version_are_decided_not_dead_lettered(
+    tmp_path: Path, version: str
+) -> None:
+    """A rolling deploy: stage 1 on one version, stage 2 on another, records in flight."""
+    drain = {**WITHDRAWAL, "amount_usd": 250_000.0}
+    acc = _account_features(drain)
+    if version == "v0-positional":  # what the first release wrote: a list, with a field
+        values = list(acc)  # (distinct destinations in 24 h) this version no longer has
+        doc: dict[str, Any] = {"e": drain, "a": [*values[:13], 1, *values[13:]]}
+    else:  # a later release that added a feature and a payload field
+        doc = {
+            "v": PAYLOAD_VERSION + 1,
+            "e": drain,
+            "a": {**acc.to_json(), "future_feature": 3.5},
+            "x": {"more": True},
+        }
+
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        async with detector.decide_agent.test_context() as agent:
+            await agent.put(json.dumps(doc).encode(), key=b"bc1qattacker")
+            await asyncio.sleep(0.05)
+        assert sent["dlq"].calls == []
+        (call,) = sent["decisions"].calls
+        verdict = json.loads(call["value"])
+        assert verdict["withdrawal_id"] == "w-1" and verdict["verdict"] in {"delay", "refuse"}
+
+    run_with_app(tmp_path, body)
+
+
+def test_an_account_state_of_the_first_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    old_state = {  # no "v", a "dst" list, no "near": how the first release stored accounts
+        "ts": [1.79e9],
+        "usd": [120.0],
+        "dst": ["abc"],
+        "la": [4.78],
+        "known": {"abc": 1.79e9},
+        "n": 1,
+        "first": 1.79e9,
+        "last": 1.79e9,
+    }
+
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        detector.accounts.data["acct-1"] = old_state  # the store, as recovery would fill it
+        async with detector.accounts_agent.test_context() as agent:
+            await agent.put(json.dumps(WITHDRAWAL).encode(), key=b"acct-1")
+            await asyncio.sleep(0.05)
+        assert sent["dlq"].calls == []
+        state = detector.accounts["acct-1"]
+        assert state["v"] == ACCOUNT_STATE_VERSION and "dst" not in state
+        assert state["n"] == 2 and state["la"][0] == 4.78  # its history is kept
 
     run_with_app(tmp_path, body)
 
