@@ -103,6 +103,21 @@ class Settings:
             "stuck_after_s", "/healthz fails after this many seconds of lag without progress"
         ),
     )
+    max_event_age_s: float = field(
+        default=7 * 86400.0,
+        metadata=_env(
+            "max_event_age_s",
+            "the worker dead-letters withdrawals whose requested_at is older than this "
+            "(s; 0: no limit)",
+        ),
+    )
+    max_event_ahead_s: float = field(
+        default=300.0,
+        metadata=_env(
+            "max_event_ahead_s",
+            "... or further ahead of its clock than this (s; 0: no limit)",
+        ),
+    )
     hold_seconds: int = field(
         default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")
     )
@@ -154,6 +169,8 @@ class Settings:
             raise ConfigError(f"web_port must be in 1..65535, got {self.web_port}")
         if self.stuck_after_s <= 0:
             raise ConfigError(f"stuck_after_s must be > 0, got {self.stuck_after_s}")
+        if self.max_event_age_s < 0 or self.max_event_ahead_s < 0:
+            raise ConfigError("max_event_age_s and max_event_ahead_s must be >= 0 (0: no limit)")
         if self.hold_seconds < 0:
             raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
         if self.log_level.lower() not in _LOG_LEVELS:

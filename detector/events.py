@@ -19,6 +19,8 @@ from detector.errors import InvalidEvent
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "MAX_INT_DIGITS",
+    "MAX_NESTING",
     "Withdrawal",
     "format_rfc3339",
     "parse_rfc3339",
@@ -27,7 +29,16 @@ __all__ = [
 ]
 
 # Bigger than any sane withdrawal with metadata; guards the parser against abuse (bytes).
+# Far under the producer's 1 MB request limit, so anything accepted can be forwarded.
 MAX_EVENT_BYTES = 64 * 1024
+# Deepest nesting of arrays/objects accepted anywhere in an event (levels): metadata is a
+# small record, and Python's json recursion must never be what stops a document.
+MAX_NESTING = 16
+# Longest integer literal accepted (digits): far above any amount in minor units, far
+# below Python's 4,300-digit conversion limit (which raises deep inside json.loads).
+MAX_INT_DIGITS = 40
+# Longest amount string (characters): a decimal with a generous number of digits.
+MAX_AMOUNT_CHARS = 64
 # Contract: ids are 1..128 characters.
 MAX_ID_CHARS = 128
 # Asset tickers and addresses: generous bounds that still stop garbage (characters).
@@ -35,6 +46,9 @@ MAX_ASSET_CHARS = 32
 MAX_DESTINATION_CHARS = 256
 
 # RFC 3339 date-time: full date, time with optional fraction, and a mandatory zone.
+# A JSON escape of a UTF-16 surrogate (\\uD800..\\uDFFF): only these can smuggle a lone
+# surrogate (invalid Unicode that fails later, when encoded) into a parsed string.
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F][0-9a-fA-F]{2}")
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -85,10 +99,30 @@ class Withdrawal:
         return out
 
 
-def parse_withdrawal(raw: bytes, *, key: bytes | None = None) -> Withdrawal:
-    """Decode and validate one Kafka record. ``key``, when given, must be the account_id."""
+def parse_withdrawal(
+    raw: bytes,
+    *,
+    key: bytes | None = None,
+    require_key: bool = False,
+    now: float | None = None,
+    max_age_s: float = 0.0,
+    max_ahead_s: float = 0.0,
+) -> Withdrawal:
+    """Decode and validate one Kafka record; anything else raises :class:`InvalidEvent`.
+
+    ``key``, when given, must be the account_id; ``require_key`` refuses a record without
+    one (the worker: a keyless record would land on a random partition). With ``now``, the
+    event time must lie within ``max_age_s`` before and ``max_ahead_s`` after it (0: no
+    bound on that side).
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"event is {len(raw)} bytes, limit is {MAX_EVENT_BYTES}")
+    if key is None and require_key:
+        raise InvalidEvent(
+            "key_missing",
+            "the record has no Kafka key: key every withdrawal by its account_id so "
+            "per-account state stays on one partition",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -96,12 +130,21 @@ def parse_withdrawal(raw: bytes, *, key: bytes | None = None) -> Withdrawal:
             "invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}"
         ) from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
     except InvalidEvent:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidEvent("invalid_json", f"value is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent(
+            "too_deep", f"the event nests deeper than {MAX_NESTING} levels of arrays/objects"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise InvalidEvent("invalid_json", f"value is not JSON: {_clip(str(exc))}") from None
+    _check_nesting(doc)
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_unicode(doc)
     event = validate_withdrawal(doc)
+    if now is not None:
+        _check_event_time(event, now, max_age_s, max_ahead_s)
     if key is not None:
         try:
             key_text = key.decode("utf-8")
@@ -115,6 +158,80 @@ def parse_withdrawal(raw: bytes, *, key: bytes | None = None) -> Withdrawal:
                 "one partition",
             )
     return event
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        raise InvalidEvent(
+            "invalid_json", f"an integer has {digits} digits, the limit is {MAX_INT_DIGITS}"
+        )
+    return int(text)
+
+
+def _check_nesting(doc: Any) -> None:
+    """Refuse documents nested deeper than :data:`MAX_NESTING` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise InvalidEvent(
+                "too_deep", f"the event nests deeper than {MAX_NESTING} levels of arrays/objects"
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _check_unicode(doc: Any) -> None:
+    """Refuse lone UTF-16 surrogates anywhere (keys included): not valid Unicode, they
+    would fail later when the event or its verdict is encoded."""
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            texts: Any = (node,)
+        elif isinstance(node, dict):
+            texts = node.keys()
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+            continue
+        else:
+            continue
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidEvent(
+                    "invalid_unicode",
+                    f"a string holds a lone UTF-16 surrogate (\\u{ord(text[_bad(text)]):04x}), "
+                    "which is not valid Unicode",
+                ) from None
+
+
+def _bad(text: str) -> int:
+    return next(i for i, ch in enumerate(text) if 0xD800 <= ord(ch) <= 0xDFFF)
+
+
+def _check_event_time(event: Withdrawal, now: float, max_age_s: float, max_ahead_s: float) -> None:
+    age = now - event.requested_at
+    if max_age_s > 0 and age > max_age_s:
+        raise InvalidEvent(
+            "stale_timestamp",
+            f"requested_at {event.requested_at_text} is {age / 3600:.1f} h before the "
+            f"worker's clock; the limit is {max_age_s / 3600:.1f} h",
+        )
+    if max_ahead_s > 0 and -age > max_ahead_s:
+        raise InvalidEvent(
+            "future_timestamp",
+            f"requested_at {event.requested_at_text} is {-age:.0f} s after the worker's "
+            f"clock; the limit is {max_ahead_s:.0f} s",
+        )
 
 
 def validate_withdrawal(doc: Any) -> Withdrawal:
@@ -224,6 +341,10 @@ def _amount(value: Any) -> str:
             "bad_amount", f"amount must be a decimal string or a number, got {_json_type(value)}"
         )
     text = value.strip() if isinstance(value, str) else repr(value)
+    if len(text) > MAX_AMOUNT_CHARS:
+        raise InvalidEvent(
+            "bad_amount", f"amount has {len(text)} characters, the limit is {MAX_AMOUNT_CHARS}"
+        )
     try:
         number = Decimal(text)
     except InvalidOperation:
@@ -265,6 +386,10 @@ def _json_type(value: Any) -> str:
         type(None): "null",
     }
     return names.get(type(value), type(value).__name__)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: Any) -> str:

@@ -39,6 +39,8 @@ def isolated_settings(
     **overrides: Any,
 ) -> Settings:
     run = uuid.uuid4().hex[:10]
+    # Broker tests replay simulated history (event times in the past): no age limit.
+    overrides.setdefault("max_event_age_s", 0.0)
     return replace(
         Settings(),
         bootstrap_servers=bootstrap_servers,

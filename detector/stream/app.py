@@ -18,10 +18,11 @@ after a replay of state, but the verdict is keyed by withdrawal_id and consumers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,17 +31,29 @@ from prometheus_client import CollectorRegistry
 
 from detector.config import Settings
 from detector.errors import InvalidEvent
-from detector.events import format_rfc3339, parse_withdrawal
+from detector.events import parse_withdrawal
 from detector.model import Model
 from detector.pipeline import Decider, Pending, Stages, decode_forward, encode_forward
 from detector.stream import compat
+from detector.stream.dlq import dead_letter_record, internal_error
 from detector.stream.health import Health, http_response
+from detector.stream.logs import RateLimitedLog
 from detector.stream.metrics import DetectorMetrics
 from detector.stream.topics import TopicSpec
 
-__all__ = ["ACCOUNTS_TABLE", "DESTINATIONS_TABLE", "DetectorApp", "create_app", "topic_specs"]
+__all__ = [
+    "ACCOUNTS_TABLE",
+    "DESTINATIONS_TABLE",
+    "DetectorApp",
+    "Record",
+    "Send",
+    "create_app",
+    "topic_specs",
+]
 
 log = logging.getLogger(__name__)
+# Per-record failures are logged at most a few times a minute (see RateLimitedLog).
+errors = RateLimitedLog(log)
 
 ACCOUNTS_TABLE = "accounts"
 DESTINATIONS_TABLE = "destinations"
@@ -90,6 +103,7 @@ def create_app(
     store: str = "memory://",
     broker: str | None = None,
     clock: Callable[[], float] = time.time,
+    send: Send | None = None,
 ) -> DetectorApp:
     """Build a fresh Faust app (no module-level state: tests build as many as they like)."""
     registry = CollectorRegistry() if registry is None else registry
@@ -129,88 +143,146 @@ def create_app(
     destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
     stages = Stages(accounts, destinations)  # the same composition replay uses
     decider = Decider(model, hold_seconds=settings.hold_seconds)
+    by_name = {
+        settings.topic_by_destination: by_destination,
+        settings.topic_decisions: decisions,
+        settings.topic_dlq: dlq,
+    }
+
+    async def faust_send(record: Record) -> Awaitable[Any]:
+        topic = by_name[record.topic]
+        delivery: Awaitable[Any] = await topic.send(
+            key=record.key, value=record.value, headers=record.headers
+        )
+        return delivery
+
+    send = faust_send if send is None else send
     batch_within = settings.batch_within_ms / 1000.0
 
-    def dead_letter(event: Any, exc: InvalidEvent) -> _Out:
+    def dead_letter(event: Any, exc: InvalidEvent) -> Record:
         msg = event.message
-        headers = [
-            ("dlq.code", exc.code.encode()),
-            ("dlq.reason", exc.reason.encode()),
-            ("dlq.topic", str(msg.topic).encode()),
-            ("dlq.partition", str(msg.partition).encode()),
-            ("dlq.offset", str(msg.offset).encode()),
-            ("dlq.at", format_rfc3339(clock()).encode()),
-        ]
+        key, value, headers = dead_letter_record(
+            event.key,
+            event.value,
+            exc,
+            topic=str(msg.topic),
+            partition=int(msg.partition),
+            offset=int(msg.offset),
+            at=clock(),
+        )
         metrics.observe_dlq(exc.code)
-        return _Out(dlq, settings.topic_dlq, event.key, event.value or b"", headers)
+        return Record(settings.topic_dlq, key, value, headers)
+
+    def account_record(event: Any) -> Record:
+        """Stage 1 for one record: its forward to stage 2, or its dead letter."""
+        try:
+            withdrawal = parse_withdrawal(
+                event.value or b"",
+                key=event.key,
+                require_key=True,
+                now=clock(),
+                max_age_s=settings.max_event_age_s,
+                max_ahead_s=settings.max_event_ahead_s,
+            )
+            acc = stages.account(withdrawal)
+            payload = encode_forward(withdrawal, acc)
+        except InvalidEvent as exc:
+            return dead_letter(event, exc)
+        except Exception as exc:  # a bug must cost one record, not the partition
+            errors.warning("account stage failed on a record: %r", exc)
+            return dead_letter(event, internal_error("the account stage", exc))
+        return Record(settings.topic_by_destination, withdrawal.destination.encode(), payload)
 
     @app.agent(withdrawals, name="accounts")
     async def accounts_agent(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=batch_within):
-            compat.hold(batch)
-            outbox: list[_Out] = []
-            for event in batch:
-                event_started = time.perf_counter()
-                # Table writes go to the changelog partition of the *current* event:
-                # make each event current while its own key is written (traps).
-                compat.set_current_event(event)
-                metrics.observe_consumed()
-                try:
-                    withdrawal = parse_withdrawal(event.value or b"", key=event.key)
-                except InvalidEvent as exc:
-                    outbox.append(dead_letter(event, exc))
+        async with _watched("accounts", health):
+            async for batch in stream.take_events(settings.batch_max, within=batch_within):
+                compat.hold(batch)
+                outbox: list[Record] = []
+                for event in batch:
+                    event_started = time.perf_counter()
+                    # Table writes go to the changelog partition of the *current* event:
+                    # make each event current while its own key is written (traps).
+                    compat.set_current_event(event)
+                    metrics.observe_consumed()
+                    outbox.append(account_record(event))
                     metrics.observe_event(time.perf_counter() - event_started)
-                    continue
-                acc = stages.account(withdrawal)
-                outbox.append(
-                    _Out(
-                        by_destination,
-                        settings.topic_by_destination,
-                        withdrawal.destination.encode(),
-                        encode_forward(withdrawal, acc),
-                    )
-                )
-                metrics.observe_event(time.perf_counter() - event_started)
-            compat.set_current_event(None)
-            await _send_all(outbox, metrics)
-            compat.release(batch)
-            health.record_progress(len(batch))
+                compat.set_current_event(None)
+                await _send_all(outbox, send, metrics)
+                compat.release(batch)
+                health.record_progress(len(batch))
+
+    def destination_item(event: Any) -> Pending | Record:
+        """Stage 2 for one record: the item to score, or its dead letter."""
+        try:
+            withdrawal, acc = decode_forward(event.value)
+            return stages.destination(withdrawal, acc)
+        except InvalidEvent as exc:  # only our stage 1 writes here; never crash
+            return dead_letter(event, exc)
+        except Exception as exc:
+            errors.warning("destination stage failed on a record: %r", exc)
+            return dead_letter(event, internal_error("the destination stage", exc))
+
+    def verdict_records(
+        items: list[Pending], events: list[Any]
+    ) -> tuple[list[Record], list[tuple[Pending, dict[str, Any]]]]:
+        """Score the batch; if that fails, item by item, so only a bad item is dead-lettered."""
+        try:
+            verdicts = decider.decide(items, now=clock())
+            return [verdict_out(v) for v in verdicts], list(zip(items, verdicts, strict=True))
+        except Exception as exc:
+            errors.warning("scoring a batch of %d failed (%r); item by item", len(items), exc)
+        outs, decided = [], []
+        for item, event in zip(items, events, strict=True):
+            try:
+                (verdict,) = decider.decide([item], now=clock())
+                out = verdict_out(verdict)
+            except Exception as exc:
+                outs.append(dead_letter(event, internal_error("scoring", exc)))
+                continue
+            outs.append(out)
+            decided.append((item, verdict))
+        return outs, decided
+
+    def verdict_out(verdict: dict[str, Any]) -> Record:
+        return Record(
+            settings.topic_decisions,
+            str(verdict["account_id"]).encode(),
+            json.dumps(verdict, separators=(",", ":"), allow_nan=False).encode(),
+        )
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=batch_within):
-            started = time.perf_counter()
-            compat.hold(batch)
-            outbox: list[_Out] = []
-            items: list[Pending] = []
-            for event in batch:
-                compat.set_current_event(event)
-                try:
-                    withdrawal, acc = decode_forward(event.value)
-                except InvalidEvent as exc:  # only our stage 1 writes here; never crash
-                    outbox.append(dead_letter(event, exc))
-                    continue
-                items.append(stages.destination(withdrawal, acc))
-            compat.set_current_event(None)
-            verdicts = decider.decide(items, now=clock())
-            for item, verdict in zip(items, verdicts, strict=True):
-                outbox.append(
-                    _Out(
-                        decisions,
-                        settings.topic_decisions,
-                        item.event.account_id.encode(),
-                        json.dumps(verdict, separators=(",", ":")).encode(),
-                    )
-                )
-            await _send_all(outbox, metrics)
-            compat.release(batch)
-            now = clock()
-            for item, verdict in zip(items, verdicts, strict=True):
-                metrics.observe_verdict(
-                    verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
-                )
-            metrics.observe_batch(len(batch), time.perf_counter() - started)
-            health.record_progress(len(batch))
+        async with _watched("decide", health):
+            async for batch in stream.take_events(settings.batch_max, within=batch_within):
+                await decide_batch(batch)
+
+    async def decide_batch(batch: list[Any]) -> None:
+        started = time.perf_counter()
+        compat.hold(batch)
+        outbox: list[Record] = []
+        items: list[Pending] = []
+        item_events: list[Any] = []
+        for event in batch:
+            compat.set_current_event(event)
+            got = destination_item(event)
+            if isinstance(got, Record):
+                outbox.append(got)
+            else:
+                items.append(got)
+                item_events.append(event)
+        compat.set_current_event(None)
+        outs, decided = verdict_records(items, item_events)
+        outbox.extend(outs)
+        await _send_all(outbox, send, metrics)
+        compat.release(batch)
+        now = clock()
+        for item, verdict in decided:
+            metrics.observe_verdict(
+                verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
+            )
+        metrics.observe_batch(len(batch), time.perf_counter() - started)
+        health.record_progress(len(batch))
 
     sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
     committed_seen: dict[Any, int] = {}
@@ -267,18 +339,36 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Out:
-    """One record to produce: the Faust topic, its name (metric label), key, value, headers."""
+@contextlib.asynccontextmanager
+async def _watched(name: str, health: Health) -> AsyncIterator[None]:
+    """Run an agent's loop; if it ever stops on an exception, /healthz fails from then on
+    (Faust would log it and leave the worker up, deciding nothing for those partitions)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        health.agent_died(name, f"{type(exc).__name__}: {exc}")
+        log.exception("agent %s stopped", name)
+        raise
 
-    topic: Any
-    name: str
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce: topic name, key, value, headers."""
+
+    topic: str
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] | None = None
 
 
-async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
+# Queue one record for sending; the awaitable it returns resolves when Kafka acknowledged it
+# (or raises). The worker's is Faust's topic send; tests inject their own.
+Send = Callable[[Record], Awaitable[Awaitable[Any]]]
+
+
+async def _send_all(outbox: Sequence[Record], send: Send, metrics: DetectorMetrics) -> None:
     """Produce every record in order and wait until Kafka acknowledged each (acks=all).
 
     Failed sends are retried with backoff until they succeed; meanwhile the batch's input
@@ -293,9 +383,7 @@ async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
         futures = []
         for out in pending:  # queue in order: per-key order is kept on the output topic
             try:
-                futures.append(
-                    await out.topic.send(key=out.key, value=out.value, headers=out.headers)
-                )
+                futures.append(await send(out))
             except Exception as exc:  # refused before it was queued
                 failed_now = loop.create_future()
                 failed_now.set_exception(exc)
@@ -304,7 +392,7 @@ async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
         retry = []
         for out, result in zip(pending, results, strict=True):
             if isinstance(result, Exception):
-                metrics.observe_send_error(out.name)
+                metrics.observe_send_error(out.topic)
                 retry.append((out, result))
         if not retry:
             return
@@ -312,7 +400,7 @@ async def _send_all(outbox: Sequence[_Out], metrics: DetectorMetrics) -> None:
             "%d of %d sends failed (first: %s: %r); retrying in %.1f s",
             len(retry),
             len(pending),
-            retry[0][0].name,
+            retry[0][0].topic,
             retry[0][1],
             delay,
         )

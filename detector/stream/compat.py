@@ -16,6 +16,9 @@ internal                                why
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
 ``TableManager.recovery``               readiness: tables recovered
 ``Consumer._thread`` (tests)          an unstarted app's consumer thread owns a loop
+``Worker.on_setup_root_logger``        Faust's terminal spinner sets the root logger to
+                                      DEBUG at level WARNING+ (every aiokafka debug()
+                                      call then builds a record): no spinner, our config
 ``KafkaAdminClient.__init__`` parts     kafka-python leaks sockets and its I/O thread when
                                         bootstrap fails inside ``__init__``
 ======================================  ===================================================
@@ -24,17 +27,22 @@ internal                                why
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any, cast
 
+import faust
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from detector.stream.logs import configure_logging
+
 __all__ = [
     "IdempotentTransport",
+    "QuietWorker",
     "close_unstarted_consumer",
     "committed_offset",
     "hold",
@@ -60,6 +68,14 @@ class IdempotentTransport(faust_aiokafka.Transport):
     """Faust's aiokafka transport whose producer is :class:`_IdempotentProducer`."""
 
     Producer = _IdempotentProducer
+
+
+class QuietWorker(faust.Worker):
+    """A Faust worker without the terminal spinner, logging through our configuration."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        configure_logging(logging.getLevelName(level or logging.INFO))
 
 
 def set_current_event(event: Any) -> None:

@@ -70,6 +70,7 @@ class Health:
         self._tables_recovered = False
         # partition -> [committed offset, when it last advanced, when its lag appeared]
         self._partitions: dict[str, list[float]] = {}
+        self._dead_agents: dict[str, str] = {}  # agent name -> what killed it
 
     # Inputs from the worker --------------------------------------------------------------
 
@@ -117,6 +118,12 @@ class Health:
                 seen[key] = entry
             self._partitions = seen
 
+    def agent_died(self, name: str, reason: str) -> None:
+        """An agent stopped on an exception (records no longer flow through it): the
+        worker must be restarted, so liveness fails from now on."""
+        with self._lock:
+            self._dead_agents[name] = reason
+
     def set_model_loaded(self, loaded: bool) -> None:
         with self._lock:
             self._model_loaded = loaded
@@ -157,6 +164,9 @@ class Health:
         or when one partition's committed offset stands still while it has lag."""
         now = self._clock()
         with self._lock:
+            if self._dead_agents:
+                name, reason = next(iter(self._dead_agents.items()))
+                return False, f"dead: agent {name!r} stopped: {reason}"
             lag = self._lag
             if self._armed_since is None:
                 return True, "ok: not consuming yet (partitions unassigned or tables recovering)"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import faust
-
 from detector.config import Settings
+from detector.stream import compat
 from detector.stream.app import create_app, topic_specs
 from detector.stream.topics import ensure_topics
 
@@ -16,5 +15,5 @@ def run_worker(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     detector_app = create_app(settings, model=model)
-    worker = faust.Worker(detector_app.app, loglevel=settings.log_level.upper())
+    worker = compat.QuietWorker(detector_app.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detector.errors import InvalidEvent
-from detector.events import MAX_EVENT_BYTES, format_rfc3339, parse_rfc3339, parse_withdrawal
+from detector.events import (
+    MAX_EVENT_BYTES,
+    MAX_NESTING,
+    format_rfc3339,
+    parse_rfc3339,
+    parse_withdrawal,
+)
 
 
 def valid(**changes: Any) -> dict[str, Any]:
@@ -201,3 +210,120 @@ def test_kafka_key_must_be_the_account_id() -> None:
     rejects(raw(valid()), "key_mismatch", "not the account_id", key=b"other")
     rejects(raw(valid()), "key_mismatch", "not the account_id", key=b"\xff")
     assert parse_withdrawal(raw(valid()), key=b"acct-1").account_id == "acct-1"
+
+
+# Hostile input: bounded, valid Unicode, keyed, on time ----------------------------------
+
+
+def test_an_integer_too_long_for_python_is_a_clear_error_not_a_crash() -> None:
+    data = raw(valid()).replace(b'"amount_usd": 17000.5', b'"amount_usd": ' + b"9" * 5000)
+    rejects(data, "invalid_json", "5000 digits")
+    data = raw(valid(metadata={"n": 1}))[:-2] + b', "big": ' + b"1" * 41 + b"}}"
+    rejects(data, "invalid_json", "limit is 40")
+
+
+def test_deep_nesting_is_refused_before_anything_recurses() -> None:
+    deep: Any = 1
+    for _ in range(MAX_NESTING):
+        deep = [deep]
+    rejects(raw(valid(metadata={"x": deep})), "too_deep", f"{MAX_NESTING} levels")
+    rejects(b"[" * 20000 + b"]" * 20000, "too_deep", "levels")  # under the size limit
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        valid(destination="bc1q\ud800attacker"),
+        valid(metadata={"note": "\udfff"}),
+        valid(metadata={"\ud83d": "key"}),
+        valid(withdrawal_id="w-\udc00"),
+    ],
+)
+def test_lone_surrogates_are_refused_anywhere(doc: dict[str, Any]) -> None:
+    rejects(raw(doc), "invalid_unicode", "surrogate")
+
+
+def test_a_real_emoji_written_as_a_surrogate_pair_is_fine() -> None:
+    event = parse_withdrawal(raw(valid(metadata={"note": "\U0001f600"})))  # json escapes a pair
+    assert event.metadata == {"note": "\U0001f600"}
+
+
+def test_a_record_without_a_key_is_refused_when_a_key_is_required() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_withdrawal(raw(valid()), key=None, require_key=True)
+    assert info.value.code == "key_missing"
+    assert parse_withdrawal(raw(valid()), key=None).account_id == "acct-1"  # files: no key
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "code"), [(-8 * 86400, "stale_timestamp"), (3600, "future_timestamp")]
+)
+def test_event_time_must_be_near_the_wall_clock(offset_s: float, code: str) -> None:
+    now = 1795514400.0 - offset_s  # the event is at 1795514400
+    with pytest.raises(InvalidEvent) as info:
+        parse_withdrawal(raw(valid()), now=now, max_age_s=7 * 86400, max_ahead_s=300)
+    assert info.value.code == code
+    # Within the bounds, or with the bounds off, it is accepted.
+    parse_withdrawal(raw(valid()), now=1795514400.0 + 60, max_age_s=7 * 86400, max_ahead_s=300)
+    parse_withdrawal(raw(valid()), now=now, max_age_s=0, max_ahead_s=0)
+
+
+def test_year_one_and_year_9999_are_refused_by_the_worker_bounds() -> None:
+    for stamp in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        with pytest.raises(InvalidEvent):
+            parse_withdrawal(
+                raw(valid(requested_at=stamp)), now=1795514400.0, max_age_s=86400, max_ahead_s=300
+            )
+
+
+def test_an_absurdly_long_amount_string_is_refused() -> None:
+    rejects(raw(valid(amount="1" + "0" * 100)), "bad_amount", "characters")
+
+
+# Property: whatever the bytes, parsing ends in a Withdrawal or an InvalidEvent -----------
+
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**60), max_value=10**60),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(codec=None, exclude_categories=())),
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _encodings(doc: Any) -> list[bytes]:
+    out = []
+    for ensure_ascii in (True, False):
+        with contextlib.suppress(ValueError, TypeError):
+            out.append(json.dumps(doc, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass"))
+    return out
+
+
+def _parses_or_refuses(data: bytes) -> None:
+    try:
+        event = parse_withdrawal(data, key=b"acct-1", require_key=True)
+    except InvalidEvent as exc:
+        assert exc.code and exc.reason
+        exc.reason.encode("utf-8")  # the reason itself is valid text (a DLQ header)
+        return
+    json.dumps(event.to_json()).encode("utf-8")  # an accepted event always re-encodes
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_escape_as_anything_but_invalid_event(data: bytes) -> None:
+    _parses_or_refuses(data)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_json, st.sampled_from(sorted(valid())))
+def test_arbitrary_json_anywhere_in_an_event(value: Any, field: str) -> None:
+    for data in _encodings(valid(**{field: value})) + _encodings(value):
+        _parses_or_refuses(data)

@@ -20,7 +20,7 @@ from detector.features import ACCOUNT_STATE_VERSION
 from detector.model import Model
 from detector.pipeline import PAYLOAD_VERSION
 from detector.stream import compat
-from detector.stream.app import DetectorApp, create_app
+from detector.stream.app import DetectorApp, Record, create_app
 
 WITHDRAWAL = {
     "withdrawal_id": "w-1",
@@ -34,17 +34,37 @@ WITHDRAWAL = {
 }
 
 
+# The worker's clock in these tests: an hour after WITHDRAWAL was requested.
+NOW = 1795514400.0 + 3600.0
+
+
 class Sent:
-    """Records ``topic.send`` calls and answers them like a delivered message."""
+    """What was sent to one topic; answers each send like a delivered message."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def __call__(self, **kwargs: Any) -> asyncio.Future[None]:
-        self.calls.append(kwargs)
+    async def __call__(self, record: Record) -> asyncio.Future[None]:
+        self.calls.append({"key": record.key, "value": record.value, "headers": record.headers})
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+
+class FakeKafka:
+    """The send function the app is built with (no Faust topic is patched): routes each
+    record to the :class:`Sent` of its topic, by the names the tests use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sent = {name: Sent() for name in ("by_destination", "decisions", "dlq")}
+        self._names = {
+            settings.topic_by_destination: "by_destination",
+            settings.topic_decisions: "decisions",
+            settings.topic_dlq: "dlq",
+        }
+
+    async def __call__(self, record: Record) -> asyncio.Future[None]:
+        return await self.sent[self._names[record.topic]](record)
 
 
 def run_with_app(
@@ -57,14 +77,18 @@ def run_with_app(
     )
     loop = asyncio.new_event_loop()  # Faust takes the current loop: give each test its own
     asyncio.set_event_loop(loop)
-    detector = create_app(settings, model=Model.load(DEFAULT_MODEL), store="memory://")
+    kafka = FakeKafka(settings)
+    detector = create_app(
+        settings,
+        model=Model.load(DEFAULT_MODEL),
+        store="memory://",
+        clock=lambda: NOW,
+        send=kafka,
+    )
     detector.app.finalize()
     detector.app.flow_control.resume()
-    sent = {name: Sent() for name in detector.topics}
-    for name, topic in detector.topics.items():
-        topic.send = sent[name]
     try:
-        loop.run_until_complete(body(detector, sent))
+        loop.run_until_complete(body(detector, kafka.sent))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -235,8 +259,8 @@ class FlakySend(Sent):
         super().__init__()
         self.failures = failures
 
-    async def __call__(self, **kwargs: Any) -> asyncio.Future[None]:
-        self.calls.append(kwargs)
+    async def __call__(self, record: Record) -> asyncio.Future[None]:
+        self.calls.append({"key": record.key, "value": record.value, "headers": record.headers})
         outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if len(self.calls) <= self.failures:
             outcome.set_exception(RuntimeError("MessageSizeTooLarge"))
@@ -274,7 +298,7 @@ def conductor_refs(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_failed_verdict_sends_are_retried_and_the_event_acked_only_after(tmp_path: Path) -> None:
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
         flaky = FlakySend(failures=2)
-        detector.topics["decisions"].send = flaky
+        sent["decisions"] = flaky
         async with detector.decide_agent.test_context() as agent:
             event = await agent.put(_repartitioned(WITHDRAWAL), key=b"bc1qattacker")
             await asyncio.sleep(0.6)  # two backoffs: 0.1 s + 0.2 s
@@ -293,7 +317,7 @@ def test_failed_verdict_sends_are_retried_and_the_event_acked_only_after(tmp_pat
 def test_a_batch_whose_verdicts_never_get_through_is_never_acked(tmp_path: Path) -> None:
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
         broken = FlakySend(failures=10**9)
-        detector.topics["decisions"].send = broken
+        sent["decisions"] = broken
         async with detector.decide_agent.test_context() as agent:
             event = await agent.put(_repartitioned(WITHDRAWAL), key=b"bc1qattacker")
             await asyncio.sleep(0.4)
