@@ -118,6 +118,21 @@ class Settings:
             "... or further ahead of its clock than this (s; 0: no limit)",
         ),
     )
+    dedupe_window_s: float = field(
+        default=3600.0,
+        metadata=_env(
+            "dedupe_window_s",
+            "a withdrawal_id seen again within this window gets its first verdict again, "
+            "byte for byte, and changes no state (s)",
+        ),
+    )
+    state_ttl_s: float = field(
+        default=180 * 86400.0,
+        metadata=_env(
+            "state_ttl_s",
+            "accounts and destinations idle this long (event time) are forgotten (s)",
+        ),
+    )
     hold_seconds: int = field(
         default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")
     )
@@ -171,6 +186,8 @@ class Settings:
             raise ConfigError(f"stuck_after_s must be > 0, got {self.stuck_after_s}")
         if self.max_event_age_s < 0 or self.max_event_ahead_s < 0:
             raise ConfigError("max_event_age_s and max_event_ahead_s must be >= 0 (0: no limit)")
+        if self.dedupe_window_s <= 0 or self.state_ttl_s <= 0:
+            raise ConfigError("dedupe_window_s and state_ttl_s must be > 0")
         if self.hold_seconds < 0:
             raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
         if self.log_level.lower() not in _LOG_LEVELS:

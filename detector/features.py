@@ -155,10 +155,10 @@ class AccountFeatures(NamedTuple):
     @classmethod
     def from_json(cls, values: Any) -> AccountFeatures:
         """From :meth:`to_json` of any version: unknown fields are ignored, fields this
-        version added take their defaults; the positional list of version 0 is read too."""
+        version added take their defaults; the positional list of version 0 (which had a
+        distinct-destinations count at index 13) is read too."""
         if isinstance(values, list):
-            legacy = [*values[:13], *values[14:]] if len(values) == 15 else values
-            return cls(*legacy)
+            return cls(*values[:13], *values[14:])
         known = {k: values[k] for k in cls._fields if k in values}
         return cls(**known)
 

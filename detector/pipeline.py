@@ -6,10 +6,7 @@ Stage 3 (micro-batch): :meth:`Decider.decide` scores rows together and builds ve
 
 :class:`Stages` takes its two stores as mappings: the worker passes its Faust tables, the
 offline tools plain dicts (:class:`FeatureState`). The worker forwards stage 1's output to
-stage 2 through Kafka with :func:`encode_forward` / :func:`decode_forward`: a versioned
-payload whose fields are matched by name, so workers of two versions side by side during a
-rolling deploy read each other's records (unknown fields are ignored, missing ones take
-their defaults) instead of dead-lettering them.
+stage 2 through Kafka (``detector.stream.wire``: versioned, batched, read by field name).
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from detector.errors import InvalidEvent
-from detector.events import Withdrawal, format_rfc3339, validate_withdrawal
+from detector.events import Withdrawal, format_rfc3339
 from detector.features import (
     AccountFeatures,
     DestinationFeatures,
@@ -34,7 +30,8 @@ from detector.model import Model
 from detector.policy import explain
 
 __all__ = [
-    "PAYLOAD_VERSION",
+    "DEDUPE_WINDOW_S",
+    "MAX_SEEN",
     "SCHEMA_VERSION",
     "SCORE_DECIMALS",
     "Decider",
@@ -42,26 +39,34 @@ __all__ = [
     "Pending",
     "Stages",
     "Store",
-    "decode_forward",
-    "encode_forward",
     "feature_rows",
     "make_verdict",
+    "remember",
+    "verdict_text",
 ]
 
 SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
-# Version of the stage 1 -> stage 2 payload (internal topic). Readers accept every version:
-# older payloads are upgraded, newer ones read by field name.
-PAYLOAD_VERSION = 1
+# How long a withdrawal_id is remembered (s of event time at the account stage; s of wall
+# clock for the verdicts kept by the destination stage): a redelivery or a producer's retry
+# within it gets the identical verdict and changes no state.
+DEDUPE_WINDOW_S = 3600.0
+# Most withdrawal_ids one account remembers (a market maker's hour fits).
+MAX_SEEN = 64
 SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
 
 
 class Pending(NamedTuple):
-    """A withdrawal with its features, waiting to be scored."""
+    """A withdrawal with its features, waiting to be scored.
+
+    ``decided``: the verdict document (JSON text) already published for this withdrawal_id,
+    when this is a redelivery or a duplicate: it is published again as it is, unscored.
+    """
 
     event: Withdrawal
     acc: AccountFeatures
     dst: DestinationFeatures
     row: list[float]
+    decided: str | None = None
 
 
 class Store(Protocol):
@@ -73,14 +78,36 @@ class Store(Protocol):
 
 
 class Stages:
-    """The feature steps composed over two stores (per account, per destination)."""
+    """The feature steps composed over three stores, idempotent by withdrawal_id.
 
-    def __init__(self, accounts: Store, destinations: Store) -> None:
+    * ``accounts`` (per account): the account's history, and the withdrawal_ids it has
+      seen within the dedupe window with the features each got: a redelivered or repeated
+      withdrawal gets its first features again and does not change the history twice;
+    * ``destinations`` (per destination): fan-in;
+    * ``decided`` (per withdrawal_id, written by the destination stage): the verdict
+      published for it, published again as it is for a repeat.
+    """
+
+    def __init__(
+        self,
+        accounts: Store,
+        destinations: Store,
+        decided: Store,
+        *,
+        dedupe_window_s: float = DEDUPE_WINDOW_S,
+    ) -> None:
         self.accounts = accounts
         self.destinations = destinations
+        self.decided = decided
+        self.dedupe_window_s = dedupe_window_s
 
     def account(self, event: Withdrawal) -> AccountFeatures:
-        state, acc = account_step(self.accounts.get(event.account_id), event)
+        state = self.accounts.get(event.account_id)
+        seen = None if state is None else state.get("seen", {}).get(event.withdrawal_id)
+        if seen is not None:
+            return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
+        state, acc = account_step(state, event)
+        remember(state, event, acc, self.dedupe_window_s)
         self.accounts[event.account_id] = state
         return acc
 
@@ -88,38 +115,41 @@ class Stages:
         state, dst = destination_step(
             self.destinations.get(event.destination), event, new_for_account=acc.new_destination
         )
-        self.destinations[event.destination] = state
-        return Pending(event, acc, dst, feature_vector(acc, dst))
+        self.destinations[event.destination] = state  # a repeat re-applies idempotently
+        decided = self.decided.get(event.withdrawal_id)
+        return Pending(event, acc, dst, feature_vector(acc, dst), decided)
+
+    def record(self, item: Pending, verdict_text: str) -> None:
+        """Remember the verdict published for ``item`` (call once it is decided)."""
+        if item.decided is None:
+            self.decided[item.event.withdrawal_id] = verdict_text
 
     def step(self, event: Withdrawal) -> Pending:
         return self.destination(event, self.account(event))
 
 
+def remember(
+    state: dict[str, Any], event: Withdrawal, acc: AccountFeatures, window_s: float
+) -> None:
+    """Add ``event`` to the account's seen withdrawal_ids (in place): the newest
+    :data:`MAX_SEEN`, within ``window_s`` of event time of the account's newest withdrawal."""
+    seen: dict[str, list[Any]] = state.setdefault("seen", {})
+    seen[event.withdrawal_id] = [event.requested_at, *acc]
+    if len(seen) > MAX_SEEN or len(seen) % 8 == 0:
+        horizon = float(state["last"]) - window_s
+        keep = sorted(seen.items(), key=lambda kv: kv[1][0])[-MAX_SEEN:]
+        state["seen"] = {k: v for k, v in keep if v[0] >= horizon}
+
+
 class FeatureState(Stages):
-    """Offline state: both stores are plain dicts."""
+    """Offline state: the three stores are plain dicts."""
 
     accounts: dict[str, dict[str, Any]]
     destinations: dict[str, dict[str, Any]]
+    decided: dict[str, str]
 
-    def __init__(self) -> None:
-        super().__init__({}, {})
-
-
-def encode_forward(event: Withdrawal, acc: AccountFeatures) -> bytes:
-    """Stage 1's record for stage 2: the validated event and its account features."""
-    doc = {"v": PAYLOAD_VERSION, "e": event.to_json(), "a": acc.to_json()}
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def decode_forward(raw: bytes | None) -> tuple[Withdrawal, AccountFeatures]:
-    """Read a stage-1 record of any version; InvalidEvent if it is not one at all."""
-    try:
-        doc = json.loads(raw or b"")
-        return validate_withdrawal(doc["e"]), AccountFeatures.from_json(doc["a"])
-    except InvalidEvent:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidEvent("internal_format", f"unreadable repartition record: {exc}") from None
+    def __init__(self, *, dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
+        super().__init__({}, {}, {}, dedupe_window_s=dedupe_window_s)
 
 
 def feature_rows(events: Iterable[Withdrawal]) -> Iterator[Pending]:
@@ -147,12 +177,23 @@ class Decider:
         return self.model.score(rows)
 
     def decide(self, items: Sequence[Pending], *, now: float | None = None) -> list[dict[str, Any]]:
-        """One verdict document per item, in order."""
+        """One verdict document per item, in order; a repeat gets its first verdict again."""
         rows = self.last_rows = _matrix(items, len(self.model.feature_names))
-        scores = self.last_scores = self._score(rows)
+        fresh = [i for i, it in enumerate(items) if it.decided is None]
+        scores = np.empty(len(items))
+        if len(fresh) == len(items):
+            scores = self._score(rows)
+        elif fresh:
+            scores[fresh] = self._score(rows[fresh])
+        out: list[dict[str, Any]] = [{} for _ in items]
+        for i, it in enumerate(items):
+            if it.decided is not None:
+                out[i] = json.loads(it.decided)
+                scores[i] = float(out[i].get("score", 0.0))
+        self.last_scores = scores
         policy = self.model.policy
-        verdicts = [policy.verdict(float(s)) for s in scores]
-        flagged = [i for i, v in enumerate(verdicts) if v != "allow"]
+        verdicts = {i: policy.verdict(float(scores[i])) for i in fresh}
+        flagged = [i for i in fresh if verdicts[i] != "allow"]
         reasons: dict[int, list[dict[str, str]]] = {}
         if flagged:
             excess = self.model.excess_contributions(rows[flagged])
@@ -164,9 +205,9 @@ class Decider:
                 ]
         decided_at = format_rfc3339(time.time() if now is None else now)
         rounded = np.round(scores, SCORE_DECIMALS).tolist()
-        return [
-            make_verdict(
-                it.event,
+        for i in fresh:
+            out[i] = make_verdict(
+                items[i].event,
                 verdicts[i],
                 rounded[i],
                 reasons.get(i, []),
@@ -174,8 +215,7 @@ class Decider:
                 hold_seconds=self.hold_seconds,
                 decided_at=decided_at,
             )
-            for i, it in enumerate(items)
-        ]
+        return out
 
 
 def _matrix(items: Sequence[Pending], width: int) -> np.ndarray:
@@ -183,6 +223,11 @@ def _matrix(items: Sequence[Pending], width: int) -> np.ndarray:
     if not items:
         return np.empty((0, width))
     return np.array([it.row for it in items], dtype=np.float64)
+
+
+def verdict_text(doc: dict[str, Any]) -> str:
+    """The one encoding of a verdict (compact JSON): what is published, remembered, written."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 
 def make_verdict(

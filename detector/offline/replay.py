@@ -7,9 +7,8 @@ do. With ``metadata.label`` on the events, a quality report is computed.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from detector.events import Withdrawal
+from detector.features import AccountFeatures
 from detector.model import Model
 from detector.offline.quality import Tally
-from detector.pipeline import Decider, FeatureState, Pending
+from detector.pipeline import Decider, FeatureState, Pending, verdict_text
 
 __all__ = ["CHUNK", "ReplayResult", "quality_report", "replay", "write_verdicts"]
 
@@ -46,8 +46,17 @@ def replay(
     *,
     hold_seconds: int = 3600,
     now: float | None = None,
+    destination_order: Sequence[str] | None = None,
 ) -> ReplayResult:
-    """Decide every event (given in event-time order) as the worker would."""
+    """Decide every event (given in event-time order) as the worker would.
+
+    ``destination_order`` (withdrawal_ids): the order in which the worker's destination
+    stage took the withdrawals (the by-destination topic, partition by partition). Account
+    features are always computed in event-time order (a Kafka partition keeps each
+    account's order); fan-in depends on the order in which payments *to one destination*
+    reach its partition, which with several input partitions can differ from event time.
+    Given that order, replay reproduces the worker exactly; verdicts come back in it.
+    """
     started = time.perf_counter()
     decider = Decider(model, hold_seconds=hold_seconds)
     state = FeatureState()
@@ -59,15 +68,17 @@ def replay(
     stamp = time.time() if now is None else now
 
     def flush() -> None:
-        verdicts.extend(decider.decide(chunk, now=stamp))
+        decided = decider.decide(chunk, now=stamp)
+        for item, verdict in zip(chunk, decided, strict=True):
+            state.record(item, verdict_text(verdict))
+        verdicts.extend(decided)
         scores.append(decider.last_scores)
         rows.append(decider.last_rows)
         chunk.clear()
 
-    for event in events:
-        item = state.step(event)
+    for item in _items(state, events, destination_order):
         chunk.append(item)
-        labels.append(event.label)
+        labels.append(item.event.label)
         if len(chunk) >= CHUNK:
             flush()
     if chunk:
@@ -79,6 +90,28 @@ def replay(
         time.perf_counter() - started,
         np.concatenate(rows) if rows else np.empty((0, len(model.feature_names))),
     )
+
+
+def _items(
+    state: FeatureState, events: Iterable[Withdrawal], destination_order: Sequence[str] | None
+) -> Iterator[Pending]:
+    """Both stages in event-time order; or stage 1 in event-time order, then stage 2 in the
+    worker's destination order (every withdrawal must be in it)."""
+    if destination_order is None:
+        for event in events:
+            yield state.step(event)
+        return
+    first: dict[str, tuple[Withdrawal, AccountFeatures]] = {}
+    for event in events:
+        acc = state.account(event)
+        first.setdefault(event.withdrawal_id, (event, acc))
+    missing = set(first) - set(destination_order)
+    if missing:
+        raise ValueError(f"{len(missing)} withdrawals are not in destination_order")
+    for wid in dict.fromkeys(destination_order):
+        if wid in first:
+            event, acc = first[wid]
+            yield state.destination(event, acc)
 
 
 def quality_report(
@@ -94,5 +127,5 @@ def quality_report(
 def write_verdicts(verdicts: Iterable[dict[str, Any]], path: Path) -> None:
     with path.open("w", encoding="utf-8") as out:
         for verdict in verdicts:
-            out.write(json.dumps(verdict, separators=(",", ":")))
+            out.write(verdict_text(verdict))
             out.write("\n")

@@ -3,23 +3,31 @@
 Topology (every topic created explicitly by :func:`topic_specs`, same partition count)::
 
     withdrawals (raw bytes, key=account_id)
-      -> agent `accounts`: validate (invalid -> withdrawals-dlq with the reason),
-         account features (table `accounts`), repartition by destination
-    <app_id>-withdrawals-by-destination (key=destination)
+      -> agent `accounts`: validate (invalid -> withdrawals-dlq with the reason), account
+         features (table `accounts`), forward to the destination's partition
+    <app_id>-withdrawals-by-destination (batched records, one per destination partition)
       -> agent `decide`: fan-in (table `destinations`), micro-batch scoring with the
-         compiled forest, policy -> decisions (plain JSON, key=account_id)
+         compiled forests, policy -> decisions (plain JSON, key=account_id); the verdict
+         of each withdrawal_id is kept for the dedupe window (table `decided`)
 
-Delivery: at-least-once. Each micro-batch's sends are awaited (acks=all, idempotent
-producer) before its offsets are acked, so a crash redelivers rather than loses; a
-redelivered withdrawal gets an identical verdict value (same features are not guaranteed
-after a replay of state, but the verdict is keyed by withdrawal_id and consumers dedupe).
+Delivery: at-least-once, and processing is idempotent by withdrawal_id, so a redelivery
+(after a crash, a rebalance, or a producer's retry) changes no state and gets the
+byte-identical verdict:
+
+* stage 1 keeps, in the account's own state, the withdrawal_ids it has seen and the
+  features each got: one changelog record carries both, so either the history moved and
+  the repeat is recognised, or neither happened and recomputing gives the same features;
+* stage 2 makes each batch's verdicts durable in ``decided`` *before* it writes the
+  destination states and publishes the verdicts (two rounds of sends): once a destination
+  has counted a withdrawal, its verdict is on record, and a repeat publishes that record;
+* input offsets are committed only after a batch's sends are acknowledged (acks=all,
+  idempotent producer): a crash redelivers, it never skips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,18 +39,21 @@ from prometheus_client import CollectorRegistry
 
 from detector.config import Settings
 from detector.errors import InvalidEvent
-from detector.events import parse_withdrawal
+from detector.events import Withdrawal, parse_withdrawal
 from detector.model import Model
-from detector.pipeline import Decider, Pending, Stages, decode_forward, encode_forward
+from detector.pipeline import Decider, Pending, Stages, verdict_text
 from detector.stream import compat
 from detector.stream.dlq import dead_letter_record, internal_error
 from detector.stream.health import Health, http_response
 from detector.stream.logs import RateLimitedLog
 from detector.stream.metrics import DetectorMetrics
+from detector.stream.state import PartitionView, TableStore
 from detector.stream.topics import TopicSpec
+from detector.stream.wire import batch_records, decode_forwards, encode_item
 
 __all__ = [
     "ACCOUNTS_TABLE",
+    "DECIDED_TABLE",
     "DESTINATIONS_TABLE",
     "DetectorApp",
     "Record",
@@ -57,6 +68,7 @@ errors = RateLimitedLog(log)
 
 ACCOUNTS_TABLE = "accounts"
 DESTINATIONS_TABLE = "destinations"
+DECIDED_TABLE = "decided"
 # Changelogs are compacted, never time-retained (traps: faust#597).
 _COMPACTED = {"cleanup.policy": "compact"}
 # How often lag and state-size gauges are refreshed (seconds).
@@ -64,6 +76,9 @@ _GAUGE_INTERVAL_S = 2.0
 # Backoff of failed sends: first wait and cap (seconds).
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
+# Expired keys deleted per partition and table per micro-batch: spreads a backlog of
+# expiries over many batches instead of stalling one.
+_SWEEP_PER_BATCH = 64
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -74,8 +89,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_decisions, n, rf),
         TopicSpec(settings.topic_dlq, n, rf),
         TopicSpec(settings.topic_by_destination, n, rf),
-        TopicSpec(settings.changelog_topic(ACCOUNTS_TABLE), n, rf, _COMPACTED),
-        TopicSpec(settings.changelog_topic(DESTINATIONS_TABLE), n, rf, _COMPACTED),
+        *(
+            TopicSpec(settings.changelog_topic(table), n, rf, _COMPACTED)
+            for table in (ACCOUNTS_TABLE, DESTINATIONS_TABLE, DECIDED_TABLE)
+        ),
     ]
 
 
@@ -88,8 +105,9 @@ class DetectorApp:
     metrics: DetectorMetrics
     registry: CollectorRegistry
     health: Health
-    accounts: Any
-    destinations: Any
+    accounts: TableStore
+    destinations: TableStore
+    decided: TableStore
     accounts_agent: Any
     decide_agent: Any
     topics: dict[str, Any]
@@ -135,35 +153,59 @@ def create_app(
     if (broker or settings.broker_url).startswith("kafka://"):
         app.transport = compat.IdempotentTransport(app.conf.broker_consumer, app)
 
-    withdrawals = _raw_topic(app, settings.topic_withdrawals, settings.partitions)
-    by_destination = _raw_topic(app, settings.topic_by_destination, settings.partitions)
-    decisions = _raw_topic(app, settings.topic_decisions, settings.partitions)
-    dlq = _raw_topic(app, settings.topic_dlq, settings.partitions)
-    accounts = app.Table(ACCOUNTS_TABLE, default=None, partitions=settings.partitions)
-    destinations = app.Table(DESTINATIONS_TABLE, default=None, partitions=settings.partitions)
-    stages = Stages(accounts, destinations)  # the same composition replay uses
+    n = settings.partitions
+    withdrawals = _raw_topic(app, settings.topic_withdrawals, n)
+    by_destination = _raw_topic(app, settings.topic_by_destination, n)
+    decisions = _raw_topic(app, settings.topic_decisions, n)
+    dlq = _raw_topic(app, settings.topic_dlq, n)
+    changelogs = {name: _raw_topic(app, settings.changelog_topic(name), n) for name in _TABLES}
+    ttl, window = settings.state_ttl_s, settings.dedupe_window_s
+
+    def table(name: str, expiry: Callable[[Any], float | None]) -> TableStore:
+        faust_table = compat.raw_table(app, name, n)
+        return TableStore(
+            name,
+            settings.changelog_topic(name),
+            compat.StoreAccess(faust_table),
+            expiry=expiry,
+        )
+
+    accounts = table(ACCOUNTS_TABLE, lambda v: float(v["last"]) + ttl if v.get("last") else None)
+    destinations = table(
+        DESTINATIONS_TABLE, lambda v: float(v["L"][-1]) + ttl if v.get("L") else None
+    )
+    decided = table(DECIDED_TABLE, lambda v: float(v["t"]) + window)
+    account_view, destination_view = PartitionView(accounts), PartitionView(destinations)
+    decided_view = _DecidedView(decided, clock)
+    # The same composition replay uses, over the worker's tables.
+    stages = Stages(account_view, destination_view, decided_view, dedupe_window_s=window)
     decider = Decider(model, hold_seconds=settings.hold_seconds)
+    batch_within = settings.batch_within_ms / 1000.0
+    # Per input partition: the newest event time seen (idle state expires against it).
+    watermarks: dict[tuple[str, int], float] = {}
     by_name = {
         settings.topic_by_destination: by_destination,
         settings.topic_decisions: decisions,
         settings.topic_dlq: dlq,
+        **{settings.changelog_topic(name): topic for name, topic in changelogs.items()},
     }
 
     async def faust_send(record: Record) -> Awaitable[Any]:
         topic = by_name[record.topic]
         delivery: Awaitable[Any] = await topic.send(
-            key=record.key, value=record.value, headers=record.headers
+            key=record.key, value=record.value, partition=record.partition, headers=record.headers
         )
         return delivery
 
     send = faust_send if send is None else send
-    batch_within = settings.batch_within_ms / 1000.0
 
-    def dead_letter(event: Any, exc: InvalidEvent) -> Record:
+    def dead_letter(
+        event: Any, exc: InvalidEvent, key: bytes | None = None, value: bytes | None = None
+    ) -> Record:
         msg = event.message
-        key, value, headers = dead_letter_record(
-            event.key,
-            event.value,
+        out_key, out_value, headers = dead_letter_record(
+            event.key if value is None else key,
+            event.value if value is None else value,
             exc,
             topic=str(msg.topic),
             partition=int(msg.partition),
@@ -171,10 +213,11 @@ def create_app(
             at=clock(),
         )
         metrics.observe_dlq(exc.code)
-        return Record(settings.topic_dlq, key, value, headers)
+        return Record(settings.topic_dlq, out_key, out_value, headers=headers)
 
-    def account_record(event: Any) -> Record:
-        """Stage 1 for one record: its forward to stage 2, or its dead letter."""
+    def account_item(event: Any) -> tuple[Withdrawal, bytes] | Record:
+        """Stage 1 for one record: the withdrawal and its forward item, or a dead letter."""
+        withdrawal = None
         try:
             withdrawal = parse_withdrawal(
                 event.value or b"",
@@ -185,71 +228,138 @@ def create_app(
                 max_ahead_s=settings.max_event_ahead_s,
             )
             acc = stages.account(withdrawal)
-            payload = encode_forward(withdrawal, acc)
+            return withdrawal, encode_item(withdrawal, acc)
         except InvalidEvent as exc:
             return dead_letter(event, exc)
         except Exception as exc:  # a bug must cost one record, not the partition
+            if withdrawal is not None:
+                accounts.discard(withdrawal.account_id)
             errors.warning("account stage failed on a record: %r", exc)
             return dead_letter(event, internal_error("the account stage", exc))
-        return Record(settings.topic_by_destination, withdrawal.destination.encode(), payload)
+
+    async def account_batch(batch: list[Any]) -> None:
+        compat.hold(batch)
+        outbox: list[Record] = []
+        forwards: dict[int, list[bytes]] = {}
+        for event in batch:
+            started = time.perf_counter()
+            metrics.observe_consumed()
+            partition = int(event.message.partition)
+            account_view.partition = partition
+            got = account_item(event)
+            if isinstance(got, Record):
+                outbox.append(got)
+            else:
+                withdrawal, item = got
+                forwards.setdefault(_partition_of(withdrawal.destination, n), []).append(item)
+                _advance(watermarks, (settings.topic_withdrawals, partition), withdrawal)
+            metrics.observe_event(time.perf_counter() - started)
+        _sweep(accounts, batch, settings.topic_withdrawals, watermarks)
+        outbox += _changelog_records(accounts)
+        for partition, items in sorted(forwards.items()):
+            outbox += [
+                Record(settings.topic_by_destination, None, value, partition=partition)
+                for value in batch_records(items)
+            ]
+        await _send_all(outbox, send, metrics)
+        compat.release(batch)
+        health.record_progress(len(batch))
 
     @app.agent(withdrawals, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async with _watched("accounts", health):
             async for batch in stream.take_events(settings.batch_max, within=batch_within):
-                compat.hold(batch)
-                outbox: list[Record] = []
-                for event in batch:
-                    event_started = time.perf_counter()
-                    # Table writes go to the changelog partition of the *current* event:
-                    # make each event current while its own key is written (traps).
-                    compat.set_current_event(event)
-                    metrics.observe_consumed()
-                    outbox.append(account_record(event))
-                    metrics.observe_event(time.perf_counter() - event_started)
-                compat.set_current_event(None)
-                await _send_all(outbox, send, metrics)
-                compat.release(batch)
-                health.record_progress(len(batch))
+                await account_batch(batch)
 
-    def destination_item(event: Any) -> Pending | Record:
-        """Stage 2 for one record: the item to score, or its dead letter."""
+    def destination_items(event: Any) -> tuple[list[Pending], list[Record]]:
+        """Stage 2 for one record (many withdrawals): items to score, and dead letters."""
         try:
-            withdrawal, acc = decode_forward(event.value)
-            return stages.destination(withdrawal, acc)
+            forwarded = decode_forwards(event.value)
         except InvalidEvent as exc:  # only our stage 1 writes here; never crash
-            return dead_letter(event, exc)
-        except Exception as exc:
-            errors.warning("destination stage failed on a record: %r", exc)
-            return dead_letter(event, internal_error("the destination stage", exc))
+            return [], [dead_letter(event, exc)]
+        items: list[Pending] = []
+        dead: list[Record] = []
+        for withdrawal, acc in forwarded:
+            try:
+                items.append(stages.destination(withdrawal, acc))
+            except Exception as exc:
+                destinations.discard(withdrawal.destination)
+                errors.warning("destination stage failed on a record: %r", exc)
+                value = verdict_text(withdrawal.to_json()).encode()
+                key = withdrawal.account_id.encode()
+                dead.append(
+                    dead_letter(event, internal_error("the destination stage", exc), key, value)
+                )
+        return items, dead
 
-    def verdict_records(
-        items: list[Pending], events: list[Any]
-    ) -> tuple[list[Record], list[tuple[Pending, dict[str, Any]]]]:
-        """Score the batch; if that fails, item by item, so only a bad item is dead-lettered."""
+    def decide_items(
+        items: list[Pending], where: list[Any]
+    ) -> tuple[list[tuple[Pending, dict[str, Any], int]], list[Record]]:
+        """Score the batch; if that fails, item by item, so only a bad item is dead-lettered.
+
+        Returns ``(item, verdict, partition)`` per decided item, and the dead letters."""
         try:
             verdicts = decider.decide(items, now=clock())
-            return [verdict_out(v) for v in verdicts], list(zip(items, verdicts, strict=True))
+            return [
+                (it, v, int(ev.message.partition))
+                for it, v, ev in zip(items, verdicts, where, strict=True)
+            ], []
         except Exception as exc:
             errors.warning("scoring a batch of %d failed (%r); item by item", len(items), exc)
-        outs, decided = [], []
-        for item, event in zip(items, events, strict=True):
+        decided_items, dead = [], []
+        for item, event in zip(items, where, strict=True):
             try:
                 (verdict,) = decider.decide([item], now=clock())
-                out = verdict_out(verdict)
+                verdict_text(verdict)
             except Exception as exc:
-                outs.append(dead_letter(event, internal_error("scoring", exc)))
+                value = verdict_text(item.event.to_json()).encode()
+                key = item.event.account_id.encode()
+                dead.append(dead_letter(event, internal_error("scoring", exc), key, value))
                 continue
-            outs.append(out)
-            decided.append((item, verdict))
-        return outs, decided
+            decided_items.append((item, verdict, int(event.message.partition)))
+        return decided_items, dead
 
-    def verdict_out(verdict: dict[str, Any]) -> Record:
-        return Record(
-            settings.topic_decisions,
-            str(verdict["account_id"]).encode(),
-            json.dumps(verdict, separators=(",", ":"), allow_nan=False).encode(),
-        )
+    async def decide_batch(batch: list[Any]) -> None:
+        started = time.perf_counter()
+        compat.hold(batch)
+        outbox: list[Record] = []
+        items: list[Pending] = []
+        where: list[Any] = []  # the input record each item came in
+        for event in batch:
+            partition = int(event.message.partition)
+            destination_view.partition = decided_view.partition = partition
+            got, dead = destination_items(event)
+            items += got
+            where += [event] * len(got)
+            outbox += dead
+            for item in got:
+                _advance(watermarks, (settings.topic_by_destination, partition), item.event)
+        decided_items, dead = decide_items(items, where)
+        outbox += dead
+        verdicts: list[Record] = []
+        for item, verdict, partition in decided_items:
+            text = item.decided if item.decided is not None else verdict_text(verdict)
+            if item.decided is None:
+                decided_view.partition = partition
+                stages.record(item, text)
+            else:
+                metrics.observe_duplicate()
+            verdicts.append(
+                Record(settings.topic_decisions, item.event.account_id.encode(), text.encode())
+            )
+        _sweep(destinations, batch, settings.topic_by_destination, watermarks)
+        _sweep(decided, batch, None, watermarks, now=clock())
+        # Round 1: the verdicts on record. Round 2: what counted them, and the verdicts.
+        await _send_all(_changelog_records(decided), send, metrics)
+        await _send_all(_changelog_records(destinations) + outbox + verdicts, send, metrics)
+        compat.release(batch)
+        now = clock()
+        for item, verdict, _ in decided_items:
+            metrics.observe_verdict(
+                verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
+            )
+        metrics.observe_batch(len(items), time.perf_counter() - started)
+        health.record_progress(len(batch))
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
@@ -257,32 +367,11 @@ def create_app(
             async for batch in stream.take_events(settings.batch_max, within=batch_within):
                 await decide_batch(batch)
 
-    async def decide_batch(batch: list[Any]) -> None:
-        started = time.perf_counter()
-        compat.hold(batch)
-        outbox: list[Record] = []
-        items: list[Pending] = []
-        item_events: list[Any] = []
-        for event in batch:
-            compat.set_current_event(event)
-            got = destination_item(event)
-            if isinstance(got, Record):
-                outbox.append(got)
-            else:
-                items.append(got)
-                item_events.append(event)
-        compat.set_current_event(None)
-        outs, decided = verdict_records(items, item_events)
-        outbox.extend(outs)
-        await _send_all(outbox, send, metrics)
-        compat.release(batch)
-        now = clock()
-        for item, verdict in decided:
-            metrics.observe_verdict(
-                verdict["verdict"], verdict["score"], max(0.0, now - item.event.requested_at)
-            )
-        metrics.observe_batch(len(batch), time.perf_counter() - started)
-        health.record_progress(len(batch))
+    def _changelog_records(store: TableStore) -> list[Record]:
+        return [
+            Record(store.changelog_topic, key, value, partition=partition)
+            for partition, key, value in store.changelog()
+        ]
 
     sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
     committed_seen: dict[Any, int] = {}
@@ -303,10 +392,22 @@ def create_app(
     async def readyz_view(web: Any, request: Any) -> Any:
         return _respond(web, "/readyz", registry, health)
 
+    def reset_after_rebalance() -> None:
+        """Partitions moved: what another worker wrote meanwhile is in the stores now
+        (Faust's recovery), not in our caches."""
+        for store_ in (accounts, destinations, decided):
+            store_.reset_cache()
+        watermarks.clear()
+
     @app.on_partitions_assigned.connect
     def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned")
         health.set_partitions_assigned(bool(assigned))
+        reset_after_rebalance()
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        reset_after_rebalance()
 
     return DetectorApp(
         app,
@@ -316,6 +417,7 @@ def create_app(
         health,
         accounts,
         destinations,
+        decided,
         accounts_agent,
         decide_agent,
         {
@@ -325,6 +427,60 @@ def create_app(
             "dlq": dlq,
         },
     )
+
+
+_TABLES = (ACCOUNTS_TABLE, DESTINATIONS_TABLE, DECIDED_TABLE)
+
+
+class _DecidedView:
+    """The ``decided`` store as :class:`~detector.pipeline.Stages` sees it: withdrawal_id ->
+    verdict text; each entry also records when it was written (it expires after the
+    dedupe window)."""
+
+    def __init__(self, store: TableStore, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+        self.partition = 0
+
+    def get(self, key: str, /) -> str | None:
+        entry = self.store.get(key, self.partition)
+        return None if entry is None else str(entry["v"])
+
+    def __setitem__(self, key: str, value: str, /) -> None:
+        self.store.set(key, {"v": value, "t": self.clock()}, self.partition)
+
+
+def _partition_of(destination: str, partitions: int) -> int:
+    """Kafka's default partition of a key (murmur2, as Java clients and Faust use)."""
+    return compat.default_partition(destination.encode(), partitions)
+
+
+def _advance(watermarks: dict[tuple[str, int], float], tp: tuple[str, int], event: Any) -> None:
+    t = float(event.requested_at)
+    if t > watermarks.get(tp, float("-inf")):
+        watermarks[tp] = t
+
+
+def _sweep(
+    store: TableStore,
+    batch: Sequence[Any],
+    topic: str | None,
+    watermarks: dict[tuple[str, int], float],
+    *,
+    now: float | None = None,
+) -> None:
+    """Delete expired keys of the batch's partitions (at most a few per batch): against the
+    partition's event-time watermark, or ``now`` (wall clock) when given."""
+    for partition in {int(event.message.partition) for event in batch}:
+        if now is None:
+            mark = watermarks.get((str(topic), partition))
+            if mark is None:
+                continue
+            limit_time = mark
+        else:
+            limit_time = now
+        for key in list(store.expired(partition, limit_time, _SWEEP_PER_BATCH)):
+            store.delete(key, partition)
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
@@ -355,12 +511,14 @@ async def _watched(name: str, health: Health) -> AsyncIterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record to produce: topic name, key, value, headers."""
+    """One record to produce: topic name, key, value (``None``: a tombstone), partition
+    (``None``: the key's default partition), headers."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
 
 
 # Queue one record for sending; the awaitable it returns resolves when Kafka acknowledged it

@@ -16,6 +16,9 @@ internal                                why
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
 ``TableManager.recovery``               readiness: tables recovered
 ``Consumer._thread`` (tests)          an unstarted app's consumer thread owns a loop
+``Table.key_serializer`` (raw)         Faust picks json from the key/value types
+``Store.data``, ``_key_partition``,   our changelog writes bypass ``table[key] = ...``; the
+``_db_for_partition``, ``_key_index``  local store is read and written per partition
 ``Worker.on_setup_root_logger``        Faust's terminal spinner sets the root logger to
                                       DEBUG at level WARNING+ (every aiokafka debug()
                                       call then builds a record): no spinner, our config
@@ -43,11 +46,14 @@ from detector.stream.logs import configure_logging
 __all__ = [
     "IdempotentTransport",
     "QuietWorker",
+    "StoreAccess",
     "close_unstarted_consumer",
     "committed_offset",
+    "default_partition",
     "hold",
     "import_kafka",
     "new_admin_client",
+    "raw_table",
     "release",
     "set_current_event",
     "tables_recovered",
@@ -125,6 +131,82 @@ def close_unstarted_consumer(app: Any) -> None:
     thread = getattr(consumer, "_thread", None)
     if thread is not None:
         thread.thread_loop.close()
+
+
+def raw_table(app: Any, name: str, partitions: int) -> Any:
+    """A Faust table whose changelog keys and values are raw bytes (we encode ourselves).
+
+    Faust derives a table's serializers from its key/value *types* (json for plain types);
+    setting them before the changelog topic is first built makes it ``raw`` both ways.
+    """
+    table = app.Table(name, default=None, partitions=partitions)
+    table.key_serializer = "raw"
+    table.value_serializer = "raw"
+    return table
+
+
+class StoreAccess:
+    """A Faust table's local store, read and written per partition (bytes to bytes).
+
+    Faust's own table API picks the partition from the *current event*; we pass it. Works
+    with the in-memory store and with the RocksDB (rocksdict) store.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._store = table.data
+        self._rocks = hasattr(self._store, "_db_for_partition")
+
+    @property
+    def persistent(self) -> bool:
+        return self._rocks
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        if self._rocks:
+            value = self._store._db_for_partition(partition).get(key)
+            return None if value is None else bytes(value)
+        value = self._store.data.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        if self._rocks:
+            self._store._db_for_partition(partition).put(key, value)
+            self._store._key_index[key] = partition
+        else:
+            self._store.data[key] = value
+            self._store._key_partition[key] = partition
+
+    def delete(self, key: bytes, partition: int) -> None:
+        if self._rocks:
+            self._store._db_for_partition(partition).delete(key)
+            self._store._key_index.pop(key, None)
+        else:
+            self._store.data.pop(key, None)
+            self._store._key_partition.pop(key, None)
+
+    def items(self) -> list[tuple[int, bytes, bytes]]:
+        """``(partition, key, value)`` of every key in the local store."""
+        if self._rocks:
+            return [
+                (int(p), bytes(k), bytes(v))
+                for p, db in list(self._store._dbs.items())
+                for k, v in db.items()
+                if k != self._store.offset_key
+            ]
+        parts = self._store._key_partition
+        return [(int(parts.get(k, -1)), k, v) for k, v in list(self._store.data.items())]
+
+    def __len__(self) -> int:
+        if self._rocks:
+            return sum(1 for _ in self.items())
+        return len(self._store.data)
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java, kafka-python, Faust) gives ``key``."""
+    import_kafka()
+    from kafka.partitioner.default import murmur2
+
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 def import_kafka() -> None:

@@ -25,6 +25,7 @@ Metrics (exposed sample names)::
     detector_last_offset_commit_age_seconds             gauge     seconds since the last commit
     detector_accounts_in_state                          gauge     accounts in the state table
     detector_kafka_send_errors_total{topic}             counter   failed produce requests
+    detector_duplicate_withdrawals_total                counter   repeats given their verdict
 """
 
 from __future__ import annotations
@@ -202,6 +203,13 @@ class DetectorMetrics:
             registry=registry,
         )
 
+        self.duplicates = Counter(
+            f"{p}duplicate_withdrawals_total",
+            "Withdrawals decided again (a redelivery or a producer's retry): their first "
+            "verdict was published again, byte for byte, and no state changed.",
+            registry=registry,
+        )
+
         for verdict in VERDICTS:
             self.verdicts.labels(verdict=verdict)
         for reason in dlq_reasons:
@@ -247,6 +255,9 @@ class DetectorMetrics:
         """Record one micro-batch: its number of events and its processing time."""
         self.batch_size.observe(size)
         self.batch_processing.observe(seconds)
+
+    def observe_duplicate(self) -> None:
+        self.duplicates.inc()
 
     def observe_send_error(self, topic: str) -> None:
         """Count one failed produce request to ``topic``."""

@@ -198,3 +198,16 @@ def test_a_tampered_model_is_refused(tmp_path: Path) -> None:
         Model.load(copy)
     with pytest.raises(ModelError, match="no model"):
         Model.load(tmp_path / "missing")
+
+
+def test_replay_gives_a_repeated_withdrawal_its_first_verdict_and_state_once() -> None:
+    """The dedupe of the worker is in the shared composition: replay applies it too."""
+    model = Model.load(DEFAULT_MODEL)
+    first = w(1, T0, 250_000.0, "bc1q-new")
+    other = w(2, T0 + 60, 120.0, "home-0")
+    result = replay([first, other, first], model, now=T0)
+    assert result.verdicts[2] == result.verdicts[0]
+    state = FeatureState()
+    for event in (first, other, first):
+        state.step(event)
+    assert state.accounts[first.account_id]["n"] == 2  # the repeat changed nothing

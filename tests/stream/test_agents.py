@@ -18,9 +18,11 @@ from kafka_io import DEFAULT_MODEL
 from detector.config import Settings
 from detector.features import ACCOUNT_STATE_VERSION
 from detector.model import Model
-from detector.pipeline import PAYLOAD_VERSION
 from detector.stream import compat
 from detector.stream.app import DetectorApp, Record, create_app
+from detector.stream.wire import PAYLOAD_VERSION, batch_records, encode_item
+
+TABLES = ("accounts", "destinations", "decided")
 
 WITHDRAWAL = {
     "withdrawal_id": "w-1",
@@ -45,7 +47,14 @@ class Sent:
         self.calls: list[dict[str, Any]] = []
 
     async def __call__(self, record: Record) -> asyncio.Future[None]:
-        self.calls.append({"key": record.key, "value": record.value, "headers": record.headers})
+        self.calls.append(
+            {
+                "key": record.key,
+                "value": record.value,
+                "headers": record.headers,
+                "partition": record.partition,
+            }
+        )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -56,34 +65,46 @@ class FakeKafka:
     record to the :class:`Sent` of its topic, by the names the tests use."""
 
     def __init__(self, settings: Settings) -> None:
-        self.sent = {name: Sent() for name in ("by_destination", "decisions", "dlq")}
+        names = ("by_destination", "decisions", "dlq", *(f"changelog:{t}" for t in TABLES))
+        self.sent = {name: Sent() for name in names}
         self._names = {
             settings.topic_by_destination: "by_destination",
             settings.topic_decisions: "decisions",
             settings.topic_dlq: "dlq",
+            **{settings.changelog_topic(t): f"changelog:{t}" for t in TABLES},
         }
+        self.order: list[str] = []  # the logical topic of every send, in order
 
     async def __call__(self, record: Record) -> asyncio.Future[None]:
-        return await self.sent[self._names[record.topic]](record)
+        name = self._names[record.topic]
+        self.order.append(name)
+        return await self.sent[name](record)
 
 
 def run_with_app(
-    tmp_path: Path, body: Callable[[DetectorApp, dict[str, Sent]], Awaitable[None]]
+    tmp_path: Path,
+    body: Callable[[DetectorApp, dict[str, Sent]], Awaitable[None]],
+    *,
+    clock: Callable[[], float] = lambda: NOW,
+    kafka_out: list[FakeKafka] | None = None,
+    **overrides: Any,
 ) -> None:
     # Nothing listens on port 1: test_context() must never reach a broker (faust-streaming
     # has no memory transport; the tables use the memory store).
     settings = Settings(
-        bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, partitions=1, batch_within_ms=1.0
+        bootstrap_servers="127.0.0.1:1",
+        data_dir=tmp_path,
+        partitions=1,
+        batch_within_ms=1.0,
+        **overrides,
     )
     loop = asyncio.new_event_loop()  # Faust takes the current loop: give each test its own
     asyncio.set_event_loop(loop)
     kafka = FakeKafka(settings)
+    if kafka_out is not None:
+        kafka_out.append(kafka)
     detector = create_app(
-        settings,
-        model=Model.load(DEFAULT_MODEL),
-        store="memory://",
-        clock=lambda: NOW,
-        send=kafka,
+        settings, model=Model.load(DEFAULT_MODEL), store="memory://", clock=clock, send=kafka
     )
     detector.app.finalize()
     detector.app.flow_control.resume()
@@ -102,14 +123,17 @@ def test_valid_withdrawal_updates_the_account_table_and_is_repartitioned(tmp_pat
             await agent.put(json.dumps(WITHDRAWAL).encode(), key=b"acct-1")
             await asyncio.sleep(0.05)
         (call,) = sent["by_destination"].calls
-        assert call["key"] == b"bc1qattacker"
-        payload = json.loads(call["value"])
+        assert call["partition"] == 0  # the destination's partition (one partition here)
+        record = json.loads(call["value"])
+        assert record["v"] == PAYLOAD_VERSION
+        (payload,) = record["items"]
         assert payload["e"]["withdrawal_id"] == "w-1"
         assert payload["e"]["metadata"] == {"channel": "api"}  # passed through untouched
         assert payload["a"]["usd"] == 30000.0  # the account features travel with the event
-        assert payload["v"] == PAYLOAD_VERSION
-        state = detector.accounts["acct-1"]
+        state = detector.accounts.get("acct-1", 0)
         assert state["n"] == 1 and state["usd"] == [30000.0]
+        (changelog,) = sent["changelog:accounts"].calls  # the state, durable in Kafka
+        assert changelog["key"] == b"acct-1" and json.loads(changelog["value"])["n"] == 1
         assert sent["dlq"].calls == []
         assert detector.metrics.withdrawals_consumed._value.get() == 1
 
@@ -152,7 +176,7 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
 
     drain = {**WITHDRAWAL, "amount_usd": 250_000.0}
     _, acc = account_step(None, validate_withdrawal(drain))
-    payload = json.dumps({"e": drain, "a": acc.to_json()}).encode()
+    (payload,) = batch_records([encode_item(validate_withdrawal(drain), acc)])
 
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
         async with detector.decide_agent.test_context() as agent:
@@ -169,7 +193,8 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
             "large_amount",
             "daily_volume",
         }
-        assert detector.destinations["bc1qattacker"]["a"]  # fan-in state for the address
+        assert detector.destinations.get("bc1qattacker", 0)["a"]  # fan-in state, address
+        assert detector.decided.get("w-1", 0)["v"] == call["value"].decode()  # on record
         registry = detector.registry
         assert (
             registry.get_sample_value("detector_verdicts_total", {"verdict": verdict["verdict"]})
@@ -186,7 +211,7 @@ def _account_features(doc: dict[str, Any]) -> Any:
     return account_step(None, validate_withdrawal(doc))[1]
 
 
-@pytest.mark.parametrize("version", ["v0-positional", "newer-with-extra-fields"])
+@pytest.mark.parametrize("version", ["v0-positional", "v1-single", "newer-with-extra-fields"])
 def test_records_of_another_version_are_decided_not_dead_lettered(
     tmp_path: Path, version: str
 ) -> None:
@@ -196,12 +221,13 @@ def test_records_of_another_version_are_decided_not_dead_lettered(
     if version == "v0-positional":  # what the first release wrote: a list, with a field
         values = list(acc)  # (distinct destinations in 24 h) this version no longer has
         doc: dict[str, Any] = {"e": drain, "a": [*values[:13], 1, *values[13:]]}
+    elif version == "v1-single":  # one withdrawal per record, features by name
+        doc = {"v": 1, "e": drain, "a": acc.to_json()}
     else:  # a later release that added a feature and a payload field
         doc = {
             "v": PAYLOAD_VERSION + 1,
-            "e": drain,
-            "a": {**acc.to_json(), "future_feature": 3.5},
-            "x": {"more": True},
+            "items": [{"e": drain, "a": {**acc.to_json(), "future_feature": 3.5}, "x": 1}],
+            "more": True,
         }
 
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
@@ -229,12 +255,13 @@ def test_an_account_state_of_the_first_release_is_upgraded_in_place(tmp_path: Pa
     }
 
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
-        detector.accounts.data["acct-1"] = old_state  # the store, as recovery would fill it
+        # Into the table's store, as Faust's recovery from the changelog would put it.
+        detector.accounts._access.put(b"acct-1", json.dumps(old_state).encode(), 0)
         async with detector.accounts_agent.test_context() as agent:
             await agent.put(json.dumps(WITHDRAWAL).encode(), key=b"acct-1")
             await asyncio.sleep(0.05)
         assert sent["dlq"].calls == []
-        state = detector.accounts["acct-1"]
+        state = detector.accounts.get("acct-1", 0)
         assert state["v"] == ACCOUNT_STATE_VERSION and "dst" not in state
         assert state["n"] == 2 and state["la"][0] == 4.78  # its history is kept
 
@@ -269,12 +296,17 @@ class FlakySend(Sent):
         return outcome
 
 
-def _repartitioned(withdrawal: dict[str, Any]) -> bytes:
+def _repartitioned(*withdrawals: dict[str, Any]) -> bytes:
+    """What stage 1 forwards for these withdrawals (each of a fresh account)."""
     from detector.events import validate_withdrawal
     from detector.features import account_step
 
-    _, acc = account_step(None, validate_withdrawal(withdrawal))
-    return json.dumps({"e": withdrawal, "a": acc.to_json()}).encode()
+    items = []
+    for doc in withdrawals:
+        event = validate_withdrawal(doc)
+        items.append(encode_item(event, account_step(None, event)[1]))
+    (record,) = batch_records(items)
+    return record
 
 
 @pytest.fixture
