@@ -32,6 +32,7 @@ __all__ = [
 ENV_PREFIX = "DETECTOR_"
 DEFAULT_KAFKA_PORT = 9092  # port assumed for a bootstrap entry written without one
 _BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _T = TypeVar("_T")
 
@@ -84,6 +85,15 @@ class Settings:
     data_dir: Path = field(
         default=Path(".detector"),
         metadata=_env("data_dir", "local state: Kafka data, Faust data dir, logs"),
+    )
+    store: str = field(
+        default="memory",
+        metadata=_env(
+            "store",
+            "where table state lives between changelog reads: memory (recovered from the "
+            "changelogs at every start) or rocksdb (kept on disk in the data dir; a restart "
+            "recovers only what it missed)",
+        ),
     )
     batch_max: int = field(
         default=500, metadata=_env("batch_max", "largest micro-batch the scorer takes")
@@ -186,6 +196,8 @@ class Settings:
             raise ConfigError(f"stuck_after_s must be > 0, got {self.stuck_after_s}")
         if self.max_event_age_s < 0 or self.max_event_ahead_s < 0:
             raise ConfigError("max_event_age_s and max_event_ahead_s must be >= 0 (0: no limit)")
+        if self.store not in _STORES:
+            raise ConfigError(f"store must be one of {sorted(_STORES)}, got {self.store!r}")
         if self.dedupe_window_s <= 0 or self.state_ttl_s <= 0:
             raise ConfigError("dedupe_window_s and state_ttl_s must be > 0")
         if self.hold_seconds < 0:
@@ -211,6 +223,11 @@ class Settings:
 
     def changelog_topic(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
+
+    @property
+    def store_url(self) -> str:
+        """Faust's table store URL for :attr:`store`."""
+        return _STORES[self.store]
 
     @property
     def broker_url(self) -> str:

@@ -261,7 +261,8 @@ def create_app(
                 Record(settings.topic_by_destination, None, value, partition=partition)
                 for value in batch_records(items)
             ]
-        await _send_all(outbox, send, metrics)
+        results = await _send_all(outbox, send, metrics)
+        _written(accounts, outbox, results)
         compat.release(batch)
         health.record_progress(len(batch))
 
@@ -350,8 +351,10 @@ def create_app(
         _sweep(destinations, batch, settings.topic_by_destination, watermarks)
         _sweep(decided, batch, None, watermarks, now=clock())
         # Round 1: the verdicts on record. Round 2: what counted them, and the verdicts.
-        await _send_all(_changelog_records(decided), send, metrics)
-        await _send_all(_changelog_records(destinations) + outbox + verdicts, send, metrics)
+        round_1 = _changelog_records(decided)
+        _written(decided, round_1, await _send_all(round_1, send, metrics))
+        round_2 = _changelog_records(destinations) + outbox + verdicts
+        _written(destinations, round_2, await _send_all(round_2, send, metrics))
         compat.release(batch)
         now = clock()
         for item, verdict, _ in decided_items:
@@ -526,45 +529,61 @@ class Record:
 Send = Callable[[Record], Awaitable[Awaitable[Any]]]
 
 
-async def _send_all(outbox: Sequence[Record], send: Send, metrics: DetectorMetrics) -> None:
-    """Produce every record in order and wait until Kafka acknowledged each (acks=all).
+async def _send_all(outbox: Sequence[Record], send: Send, metrics: DetectorMetrics) -> list[Any]:
+    """Produce every record in order and wait until Kafka acknowledged each (acks=all);
+    returns what each send resolved to (record metadata), in order.
 
     Failed sends are retried with backoff until they succeed; meanwhile the batch's input
     offsets stay uncommitted, the partition's lag stops draining and /healthz fails after
     ``stuck_after_s``, so a producer that cannot recover gets the worker restarted and the
-    batch redelivered. (A redelivered withdrawal may produce a second, identical verdict.)
+    batch redelivered (which the dedupe by withdrawal_id makes harmless).
     """
-    pending = list(outbox)
+    results: list[Any] = [None] * len(outbox)
+    pending = list(range(len(outbox)))
     delay = _RETRY_FIRST_S
     loop = asyncio.get_running_loop()
     while pending:
         futures = []
-        for out in pending:  # queue in order: per-key order is kept on the output topic
+        for i in pending:  # queue in order: per-key order is kept on the output topic
             try:
-                futures.append(await send(out))
+                futures.append(await send(outbox[i]))
             except Exception as exc:  # refused before it was queued
                 failed_now = loop.create_future()
                 failed_now.set_exception(exc)
                 futures.append(failed_now)
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
         retry = []
-        for out, result in zip(pending, results, strict=True):
-            if isinstance(result, Exception):
-                metrics.observe_send_error(out.topic)
-                retry.append((out, result))
+        for i, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                metrics.observe_send_error(outbox[i].topic)
+                retry.append((i, outcome))
+            else:
+                results[i] = outcome
         if not retry:
-            return
+            return results
         log.warning(
             "%d of %d sends failed (first: %s: %r); retrying in %.1f s",
             len(retry),
             len(pending),
-            retry[0][0].topic,
+            outbox[retry[0][0]].topic,
             retry[0][1],
             delay,
         )
         await asyncio.sleep(delay)
         delay = min(delay * 2, _RETRY_MAX_S)
-        pending = [out for out, _ in retry]
+        pending = [i for i, _ in retry]
+    return results
+
+
+def _written(store: TableStore, outbox: Sequence[Record], results: Sequence[Any]) -> None:
+    """Tell ``store`` its changelog records in ``outbox`` are durable, with the last offset
+    written per partition (from the send results, when they carry one)."""
+    offsets: dict[int, int] = {}
+    for record, result in zip(outbox, results, strict=True):
+        offset = getattr(result, "offset", None)
+        if record.topic == store.changelog_topic and record.partition is not None and offset:
+            offsets[record.partition] = max(offsets.get(record.partition, -1), int(offset))
+    store.durable(offsets)
 
 
 def _respond(web: Any, path: str, registry: CollectorRegistry, health: Health) -> Any:

@@ -183,6 +183,14 @@ class StoreAccess:
             self._store.data.pop(key, None)
             self._store._key_partition.pop(key, None)
 
+    def set_persisted_offset(self, topic: str, partition: int, offset: int) -> None:
+        """RocksDB: the changelog offset up to which the local store is complete (recovery
+        resumes after it). Faust does this for the writes it sends itself."""
+        if self._rocks:
+            from faust.types import TP
+
+            self._store.set_persisted_offset(TP(topic, partition), offset)
+
     def items(self) -> list[tuple[int, bytes, bytes]]:
         """``(partition, key, value)`` of every key in the local store."""
         if self._rocks:

@@ -64,6 +64,7 @@ class TableStore:
         self._access = access
         self._cache: dict[bytes, Any] = {}
         self._dirty: dict[bytes, tuple[int, Any]] = {}  # key -> (partition, value or None)
+        self._sent: list[ChangelogRecord] = []  # produced, not yet known to be durable
         self._expiry = expiry
         self._due: dict[int, list[tuple[float, bytes]]] = {}  # partition -> heap
         self._indexed = False
@@ -103,19 +104,32 @@ class TableStore:
         self._dirty[key] = (partition, None)
 
     def changelog(self) -> list[ChangelogRecord]:
-        """The changelog records of every key changed since the last call (one per key),
-        and the local store brought up to date."""
-        out: list[ChangelogRecord] = []
-        for k, (partition, value) in self._dirty.items():
-            if value is None:
-                self._access.delete(k, partition)
-                out.append((partition, k, None))
-            else:
-                data = encode(value)
-                self._access.put(k, data, partition)
-                out.append((partition, k, data))
+        """The changelog records of every key changed since the last call (one per key).
+
+        Produce them, then call :meth:`durable` once Kafka acknowledged them: only then is
+        the local store (which a RocksDB store keeps across restarts) brought up to date,
+        so it never holds state the changelog does not.
+        """
+        out: list[ChangelogRecord] = [
+            (partition, k, None if value is None else encode(value))
+            for k, (partition, value) in self._dirty.items()
+        ]
         self._dirty.clear()
+        self._sent.extend(out)
         return out
+
+    def durable(self, offsets: dict[int, int] | None = None) -> None:
+        """The records of :meth:`changelog` are acknowledged: apply them to the local store,
+        and (RocksDB) remember ``offsets``, the last changelog offset written per partition,
+        so a restart recovers only what came after."""
+        for partition, k, data in self._sent:
+            if data is None:
+                self._access.delete(k, partition)
+            else:
+                self._access.put(k, data, partition)
+        self._sent.clear()
+        for partition, offset in (offsets or {}).items():
+            self._access.set_persisted_offset(self.changelog_topic, partition, offset)
 
     def reset_cache(self) -> None:
         """After a rebalance: another worker may have written these keys meanwhile, so

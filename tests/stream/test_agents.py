@@ -87,6 +87,7 @@ def run_with_app(
     *,
     clock: Callable[[], float] = lambda: NOW,
     kafka_out: list[FakeKafka] | None = None,
+    store: str = "memory://",
     **overrides: Any,
 ) -> None:
     # Nothing listens on port 1: test_context() must never reach a broker (faust-streaming
@@ -104,7 +105,7 @@ def run_with_app(
     if kafka_out is not None:
         kafka_out.append(kafka)
     detector = create_app(
-        settings, model=Model.load(DEFAULT_MODEL), store="memory://", clock=clock, send=kafka
+        settings, model=Model.load(DEFAULT_MODEL), store=store, clock=clock, send=kafka
     )
     detector.app.finalize()
     detector.app.flow_control.resume()

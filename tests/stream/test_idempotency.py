@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_agents import NOW, WITHDRAWAL, FakeKafka, Sent, _repartitioned, run_with_app
 
 from detector.stream.app import DetectorApp
@@ -43,7 +44,10 @@ def test_a_repeated_withdrawal_does_not_move_the_account_history_twice(tmp_path:
     run_with_app(tmp_path, body)
 
 
-def test_a_redelivered_withdrawal_gets_the_byte_identical_verdict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_redelivered_withdrawal_gets_the_byte_identical_verdict(
+    tmp_path: Path, store: str
+) -> None:
     clock = [NOW]
     drain = {**WITHDRAWAL, "amount_usd": 250_000.0}
 
@@ -62,7 +66,7 @@ def test_a_redelivered_withdrawal_gets_the_byte_identical_verdict(tmp_path: Path
         assert json.dumps(detector.destinations.get("bc1qattacker", 0), sort_keys=True) == before
         assert detector.registry.get_sample_value("detector_duplicate_withdrawals_total") == 1
 
-    run_with_app(tmp_path, body, clock=lambda: clock[0])
+    run_with_app(tmp_path, body, clock=lambda: clock[0], store=store)
 
 
 def test_verdicts_are_on_record_before_what_depends_on_them_is_sent(tmp_path: Path) -> None:
@@ -85,7 +89,8 @@ def test_verdicts_are_on_record_before_what_depends_on_them_is_sent(tmp_path: Pa
     run_with_app(tmp_path, body, kafka_out=kafka)
 
 
-def test_old_dedupe_entries_expire_as_tombstones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_old_dedupe_entries_expire_as_tombstones(tmp_path: Path, store: str) -> None:
     clock = [NOW]
 
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
@@ -101,7 +106,7 @@ def test_old_dedupe_entries_expire_as_tombstones(tmp_path: Path) -> None:
         tombstones = [c for c in sent["changelog:decided"].calls if c["value"] is None]
         assert [c["key"] for c in tombstones] == [b"w-1"]
 
-    run_with_app(tmp_path, body, clock=lambda: clock[0])
+    run_with_app(tmp_path, body, clock=lambda: clock[0], store=store)
 
 
 def test_idle_accounts_expire_against_the_partitions_event_time(tmp_path: Path) -> None:
