@@ -44,7 +44,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from detector.stream.topics import ensure_topics
 
     settings = _settings(args)
-    created = ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    created = ensure_topics(
+        settings.bootstrap_servers, topic_specs(settings), security=settings.kafka_python_config()
+    )
     for spec in topic_specs(settings):
         print(
             f"{spec.name}: {spec.partitions} partitions"

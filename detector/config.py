@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ ENV_PREFIX = "DETECTOR_"
 DEFAULT_KAFKA_PORT = 9092  # port assumed for a bootstrap entry written without one
 _BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 _STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _T = TypeVar("_T")
 
@@ -49,6 +52,45 @@ class Settings:
     bootstrap_servers: str = field(
         default="127.0.0.1:9092",
         metadata=_env("", "Kafka bootstrap servers (host:port[,host:port])", env=_BOOTSTRAP_ENV),
+    )
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata=_env(
+            "kafka_security_protocol",
+            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (every Kafka client of the detector)",
+        ),
+    )
+    kafka_sasl_mechanism: str = field(
+        default="SCRAM-SHA-512",
+        metadata=_env(
+            "kafka_sasl_mechanism", "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+        ),
+    )
+    kafka_sasl_username: str = field(
+        default="", metadata=_env("kafka_sasl_username", "SASL user name")
+    )
+    kafka_sasl_password_file: str = field(
+        default="",
+        metadata=_env(
+            "kafka_sasl_password_file",
+            "file holding the SASL password (a mounted secret; never the password itself)",
+        ),
+    )
+    kafka_ssl_cafile: str = field(
+        default="",
+        metadata=_env("kafka_ssl_cafile", "CA bundle (PEM) that signs the brokers' certificates"),
+    )
+    kafka_ssl_certfile: str = field(
+        default="", metadata=_env("kafka_ssl_certfile", "client certificate (PEM), for mutual TLS")
+    )
+    kafka_ssl_keyfile: str = field(
+        default="", metadata=_env("kafka_ssl_keyfile", "client private key (PEM), for mutual TLS")
+    )
+    kafka_ssl_check_hostname: bool = field(
+        default=True,
+        metadata=_env(
+            "kafka_ssl_check_hostname", "verify that broker certificates name the broker host"
+        ),
     )
     app_id: str = field(
         default="withdrawal-detector",
@@ -178,6 +220,51 @@ class Settings:
     def __post_init__(self) -> None:
         self.validate()
 
+    # Kafka security: the one place every client (Faust, kafka-python) gets it from -------
+
+    @property
+    def kafka_uses_ssl(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    def kafka_sasl_password(self) -> str:
+        """The SASL password, read from :attr:`kafka_sasl_password_file` (one line)."""
+        path = Path(self.kafka_sasl_password_file)
+        try:
+            return path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"DETECTOR_KAFKA_SASL_PASSWORD_FILE={path}: cannot read it: {exc.strerror}"
+            ) from None
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """A TLS context verifying brokers against :attr:`kafka_ssl_cafile` (or the system's
+        CAs), with the client certificate when one is configured; None without TLS."""
+        if not self.kafka_uses_ssl:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+            context.check_hostname = self.kafka_ssl_check_hostname
+            if self.kafka_ssl_certfile:
+                context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"Kafka TLS settings: {exc}") from None
+        return context
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Security settings as kafka-python's producer/consumer/admin take them."""
+        config: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_uses_ssl:
+            config["ssl_context"] = self.kafka_ssl_context()
+        if self.kafka_uses_sasl:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            config["sasl_plain_password"] = self.kafka_sasl_password()
+        return config
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no worker could run with (every constructor
         goes through here, not only :meth:`from_env`)."""
@@ -196,6 +283,23 @@ class Settings:
             raise ConfigError(f"stuck_after_s must be > 0, got {self.stuck_after_s}")
         if self.max_event_age_s < 0 or self.max_event_ahead_s < 0:
             raise ConfigError("max_event_age_s and max_event_ahead_s must be >= 0 (0: no limit)")
+        if self.kafka_security_protocol not in _PROTOCOLS:
+            raise ConfigError(
+                f"kafka_security_protocol must be one of {list(_PROTOCOLS)}, "
+                f"got {self.kafka_security_protocol!r}"
+            )
+        if self.kafka_uses_sasl:
+            if self.kafka_sasl_mechanism not in _MECHANISMS:
+                raise ConfigError(
+                    f"kafka_sasl_mechanism must be one of {list(_MECHANISMS)}, "
+                    f"got {self.kafka_sasl_mechanism!r}"
+                )
+            if not self.kafka_sasl_username or not self.kafka_sasl_password_file:
+                raise ConfigError(
+                    "SASL needs DETECTOR_KAFKA_SASL_USERNAME and DETECTOR_KAFKA_SASL_PASSWORD_FILE"
+                )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ConfigError("mutual TLS needs both DETECTOR_KAFKA_SSL_CERTFILE and _KEYFILE")
         if self.store not in _STORES:
             raise ConfigError(f"store must be one of {sorted(_STORES)}, got {self.store!r}")
         if self.dedupe_window_s <= 0 or self.state_ttl_s <= 0:
@@ -302,7 +406,23 @@ def child_environment(settings: Settings | None = None, **extra: str) -> dict[st
 
 
 def _type_of(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
-    return {"int": int, "float": float, "Path": Path, "str": str}[str(f.type)]
+    converters: dict[str, Callable[[str], Any]] = {
+        "int": int,
+        "float": float,
+        "Path": Path,
+        "str": str,
+        "bool": _bool,
+    }
+    return converters[str(f.type)]
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
 
 
 def _convert(name: str, env: str, raw: str, conv: Callable[[str], _T]) -> _T:

@@ -67,13 +67,15 @@ def get(url: str) -> tuple[int, str]:
 @contextlib.contextmanager
 def running_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """Create the topics, start the worker, wait for /readyz; stop and clean up after."""
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    security = settings.kafka_python_config()
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings), security=security)
     try:
         with worker_process(settings, log_path=settings.data_dir / "worker.log", cwd=REPO) as proc:
             yield proc
     finally:
         with contextlib.suppress(Exception):
-            delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
+            names = [s.name for s in topic_specs(settings)]
+            delete_topics(settings.bootstrap_servers, names, security=security)
 
 
 def produce(

@@ -149,6 +149,7 @@ def create_app(
         web_host=settings.web_host,
         table_standby_replicas=0,
         loghandlers=[],
+        broker_credentials=_credentials(settings),
     )
     if (broker or settings.broker_url).startswith("kafka://"):
         app.transport = compat.IdempotentTransport(app.conf.broker_consumer, app)
@@ -433,6 +434,21 @@ def create_app(
 
 
 _TABLES = (ACCOUNTS_TABLE, DESTINATIONS_TABLE, DECIDED_TABLE)
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust's broker credentials for the security settings (None: PLAINTEXT)."""
+    context = settings.kafka_ssl_context()
+    if settings.kafka_uses_sasl:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 class _DecidedView:

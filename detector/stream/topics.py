@@ -87,8 +87,11 @@ def quiet_kafka_logging(level: int = logging.CRITICAL) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def admin_client(bootstrap_servers: str, *, timeout: float = 30.0) -> Iterator[Any]:
-    """A connected ``KafkaAdminClient``, closed on exit.
+def admin_client(
+    bootstrap_servers: str, *, timeout: float = 30.0, security: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
+    """A connected ``KafkaAdminClient``, closed on exit; ``security`` is
+    :meth:`Settings.kafka_python_config` (TLS, SASL).
 
     Unreachable clusters raise :class:`KafkaSetupError` (``retriable=True``) after a plain TCP
     probe, before kafka-python is involved: kafka-python 3.0 leaks a socket per refused
@@ -114,6 +117,7 @@ def admin_client(bootstrap_servers: str, *, timeout: float = 30.0) -> Iterator[A
         "bootstrap_servers": reachable,
         "client_id": _CLIENT_ID,
         "request_timeout_ms": timeout_ms,
+        **(security or {}),
     }
     if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
         configs["bootstrap_timeout_ms"] = timeout_ms
@@ -210,7 +214,11 @@ def _wait_for_leaders(admin: Any, specs: Sequence[TopicSpec], deadline: float) -
 
 
 def ensure_topics(
-    bootstrap_servers: str, specs: Sequence[TopicSpec], *, timeout: float = 30.0
+    bootstrap_servers: str,
+    specs: Sequence[TopicSpec],
+    *,
+    timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics of ``specs``; verify the partition counts of existing ones.
 
@@ -230,7 +238,7 @@ def ensure_topics(
     if not by_name:
         return []
     deadline = time.monotonic() + timeout
-    with admin_client(bootstrap_servers, timeout=timeout) as admin:
+    with admin_client(bootstrap_servers, timeout=timeout, security=security) as admin:
         existing = set(admin.list_topics())
         _check_partitions(admin, [s for s in by_name.values() if s.name in existing])
         created: list[TopicSpec] = []
@@ -262,7 +270,13 @@ def ensure_topics(
     return [s.name for s in created]
 
 
-def delete_topics(bootstrap_servers: str, names: Sequence[str], *, timeout: float = 30.0) -> None:
+def delete_topics(
+    bootstrap_servers: str,
+    names: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     """Delete the named topics that exist (missing ones are ignored). Meant for test cleanup.
 
     Returns once the controller accepted the deletion; the names may take a moment to vanish
@@ -273,7 +287,7 @@ def delete_topics(bootstrap_servers: str, names: Sequence[str], *, timeout: floa
 
     if not names:
         return
-    with admin_client(bootstrap_servers, timeout=timeout) as admin:
+    with admin_client(bootstrap_servers, timeout=timeout, security=security) as admin:
         existing = set(admin.list_topics())
         doomed = [n for n in dict.fromkeys(names) if n in existing]
         if not doomed:

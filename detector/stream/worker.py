@@ -13,7 +13,9 @@ __all__ = ["run_worker"]
 def run_worker(settings: Settings) -> None:
     model = settings.load_model()  # fail fast, before touching Kafka
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    ensure_topics(
+        settings.bootstrap_servers, topic_specs(settings), security=settings.kafka_python_config()
+    )
     detector_app = create_app(settings, model=model, store=settings.store_url)
     worker = compat.QuietWorker(detector_app.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()
