@@ -159,7 +159,6 @@ def create_app(
     by_destination = _raw_topic(app, settings.topic_by_destination, n)
     decisions = _raw_topic(app, settings.topic_decisions, n)
     dlq = _raw_topic(app, settings.topic_dlq, n)
-    changelogs = {name: _raw_topic(app, settings.changelog_topic(name), n) for name in _TABLES}
     ttl, window = settings.state_ttl_s, settings.dedupe_window_s
 
     def table(name: str, expiry: Callable[[Any], float | None]) -> TableStore:
@@ -184,17 +183,11 @@ def create_app(
     batch_within = settings.batch_within_ms / 1000.0
     # Per input partition: the newest event time seen (idle state expires against it).
     watermarks: dict[tuple[str, int], float] = {}
-    by_name = {
-        settings.topic_by_destination: by_destination,
-        settings.topic_decisions: decisions,
-        settings.topic_dlq: dlq,
-        **{settings.changelog_topic(name): topic for name, topic in changelogs.items()},
-    }
-
     async def faust_send(record: Record) -> Awaitable[Any]:
-        topic = by_name[record.topic]
-        delivery: Awaitable[Any] = await topic.send(
-            key=record.key, value=record.value, partition=record.partition, headers=record.headers
+        # The app's producer directly (acks=all, idempotent): Faust's Topic.send costs ~20 us
+        # of bookkeeping per record that we do not use (measured with py-spy).
+        delivery: Awaitable[Any] = await app.producer.send(
+            record.topic, record.key, record.value, record.partition, None, record.headers
         )
         return delivery
 

@@ -30,6 +30,7 @@ internal                                why
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import warnings
@@ -209,6 +210,7 @@ class StoreAccess:
         return len(self._store.data)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # hot destinations repeat; murmur2 is pure Python
 def default_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java, kafka-python, Faust) gives ``key``."""
     import_kafka()

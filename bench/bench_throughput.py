@@ -1,0 +1,313 @@
+"""Throughput and latency of the worker, beside a raw aiokafka pass-through and a no-op Faust
+agent, measured in one run on the same preloaded topic (needs a broker).
+
+    python bench/bench_throughput.py                 # 200,000 withdrawals, 4 partitions
+    python bench/bench_throughput.py --n 50000 --rates 500,1000 --seconds 30
+
+(a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
+per event), (c) the detector worker (default model), (d) two workers in one group: each
+drains the same N preloaded withdrawals from the earliest offset; printed: withdrawals/s
+(first to last record handled), Python CPU per withdrawal (process CPU time over the drain)
+and the ratios c/b, c/a. Then the latency ladder: produce -> verdict consumed, p50/p99, at
+fixed offered rates for one worker, and a lone withdrawal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from kafka_io import isolated_settings  # noqa: E402
+
+from detector.config import Settings  # noqa: E402
+from detector.events import format_rfc3339  # noqa: E402
+from detector.local.process import stop_process, worker_process  # noqa: E402
+from detector.offline import simulate  # noqa: E402
+from detector.stream.app import topic_specs  # noqa: E402
+from detector.stream.compat import import_kafka  # noqa: E402
+from detector.stream.topics import TopicSpec, delete_topics, ensure_topics  # noqa: E402
+
+TICKS = 100  # /proc/<pid>/stat clock ticks per second (Linux default)
+
+
+def preload(settings: Settings, n: int) -> None:
+    """N simulated withdrawals (realistic accounts and destinations) into the input topic."""
+    import_kafka()
+    from kafka import KafkaProducer
+
+    accounts = max(100, n // 100)
+    events = simulate.generate(
+        simulate.SimConfig(accounts=accounts, days=40.0, seed=11, attacks_per_scenario=4)
+    )
+    while len(events) < n:  # top up with copies under new ids, shifted in time
+        shift = len(events)
+        events += [
+            {**e, "withdrawal_id": f"{e['withdrawal_id']}-{shift}"} for e in events[: n - shift]
+        ]
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_list, acks=1, linger_ms=20, batch_size=1 << 19
+    )
+    for event in events[:n]:
+        producer.send(
+            settings.topic_withdrawals,
+            key=event["account_id"].encode(),
+            value=simulate.encode_event(event),
+        )
+    producer.flush()
+    producer.close()
+
+
+def run_reference(mode: str, settings: Settings, n: int, tmp: Path) -> dict[str, Any]:
+    sink = f"bench-{mode}-{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings.bootstrap_servers, [TopicSpec(sink, settings.partitions)])
+    result = tmp / f"{mode}.json"
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "pipelines.py"),
+                mode,
+                settings.bootstrap_list[0],
+                settings.topic_withdrawals,
+                sink,
+                f"bench-{mode}-{uuid.uuid4().hex[:8]}",
+                str(n),
+                str(result),
+            ],
+            check=False,
+            timeout=3600,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp / f"{mode}.log").open("wb"),
+        )
+        return dict(json.loads(result.read_text()))
+    finally:
+        delete_topics(settings.bootstrap_servers, [sink])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def _record_times(settings: Settings, topic: str) -> tuple[int, float, float]:
+    """(records, first, last): count and the first/last CreateTime (s) on ``topic``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list)
+    tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    consumer.assign(tps)
+    ends = consumer.end_offsets(tps)
+    starts = consumer.beginning_offsets(tps)
+    count = sum(ends[tp] - starts[tp] for tp in tps)
+    first, last = float("inf"), 0.0
+    for tp in tps:
+        if ends[tp] == starts[tp]:
+            continue
+        for offset in (starts[tp], ends[tp] - 1):
+            consumer.seek(tp, offset)
+            records = consumer.poll(timeout_ms=5000, max_records=1).get(tp, [])
+            if records:
+                stamp = records[0].timestamp / 1000.0
+                first, last = min(first, stamp), max(last, stamp)
+    consumer.close()
+    return count, first, last
+
+
+def _count(settings: Settings, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list)
+    tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+    consumer.close()
+    return sum(ends[tp] - starts[tp] for tp in tps)
+
+
+def run_workers(settings: Settings, n: int, workers: int, tmp: Path) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    decisions = f"bench-decisions-{run}"
+    mine = replace(settings, app_id=f"bench-{run}", topic_decisions=decisions)
+    ensure_topics(mine.bootstrap_servers, topic_specs(mine))
+    procs, cpu0 = [], []
+    try:
+        import contextlib
+
+        with contextlib.ExitStack() as stack:
+            for i in range(workers):
+                port_settings = replace(
+                    mine, web_port=mine.web_port + i, data_dir=tmp / f"w{run}{i}"
+                )
+                proc = stack.enter_context(
+                    worker_process(port_settings, log_path=tmp / f"worker-{run}-{i}.log")
+                )
+                procs.append(proc)
+                cpu0.append(_cpu_s(proc.pid))
+            deadline = time.monotonic() + 3600
+            while _count(mine, decisions) < n and time.monotonic() < deadline:
+                time.sleep(0.5)
+            cpu = sum(_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+            for proc in procs:
+                stop_process(proc)
+        count, first, last = _record_times(mine, decisions)
+        return {"count": count, "first": first, "last": last, "cpu_s": cpu}
+    finally:
+        delete_topics(
+            mine.bootstrap_servers,
+            [s.name for s in topic_specs(mine) if s.name != mine.topic_withdrawals],
+        )
+
+
+def latency_ladder(base: Settings, rates: list[float], seconds: float, tmp: Path) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    settings = replace(base, app_id=f"bench-lat-{uuid.uuid4().hex[:8]}")
+    settings = isolated_settings(base.bootstrap_servers, tmp / "lat", partitions=base.partitions)
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = KafkaConsumer(
+            settings.topic_decisions,
+            bootstrap_servers=settings.bootstrap_list,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+        )
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                now = time.perf_counter()
+                for record in records:
+                    got.setdefault(json.loads(record.value)["withdrawal_id"], now)
+        consumer.close()
+
+    try:
+        with worker_process(settings, log_path=tmp / "latency-worker.log"):
+            reader = threading.Thread(target=consume, daemon=True)
+            reader.start()
+            producer = KafkaProducer(
+                bootstrap_servers=settings.bootstrap_list, acks="all", linger_ms=0
+            )
+            time.sleep(2.0)
+            for rate in [0.0, *rates]:  # 0: a lone withdrawal now and then
+                ids = []
+                count = 30 if rate == 0 else int(rate * seconds)
+                began = time.perf_counter()
+                for i in range(count):
+                    due = began + (i * 0.2 if rate == 0 else i / rate)
+                    pause = due - time.perf_counter()
+                    if pause > 0:
+                        time.sleep(pause)
+                    wid = f"lat-{rate:g}-{i}"
+                    account = f"acct-{i % 5000}"
+                    event = {
+                        "withdrawal_id": wid,
+                        "account_id": account,
+                        "asset": "USDT",
+                        "amount": "120",
+                        "amount_usd": 120.0,
+                        "destination": f"T-{i % 3000}",
+                        "requested_at": format_rfc3339(time.time()),
+                    }
+                    sent[wid] = time.perf_counter()
+                    producer.send(
+                        settings.topic_withdrawals,
+                        key=account.encode(),
+                        value=json.dumps(event).encode(),
+                    )
+                    ids.append(wid)
+                    if rate == 0:
+                        producer.flush()
+                producer.flush()
+                time.sleep(3.0)
+                lat = sorted((got[w] - sent[w]) * 1000 for w in ids if w in got)
+                missing = len(ids) - len(lat)
+                label = "lone withdrawal" if rate == 0 else f"{rate:,.0f}/s for {seconds:g} s"
+                if lat:
+                    print(
+                        f"  {label:22s} p50 {statistics.median(lat):7.1f} ms   "
+                        f"p99 {lat[int(0.99 * (len(lat) - 1))]:7.1f} ms   "
+                        f"({len(lat)} verdicts, {missing} missing)"
+                    )
+            producer.close()
+            stop.set()
+    finally:
+        delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rates", default="500,1000,2000")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--skip", default="", help="comma list of: raw,faust,worker,two,latency")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    import_kafka()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    settings = isolated_settings(
+        Settings.from_env().bootstrap_servers, tmp, partitions=args.partitions
+    )
+    ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    try:
+        started = time.perf_counter()
+        preload(settings, args.n)
+        print(
+            f"preloaded {args.n:,} withdrawals on {args.partitions} partitions in "
+            f"{time.perf_counter() - started:.1f} s; draining each from the earliest offset"
+        )
+        results: dict[str, dict[str, Any]] = {}
+        plan = [
+            (
+                "raw",
+                "(a) raw aiokafka getmany -> send",
+                lambda: run_reference("raw", settings, args.n, tmp),
+            ),
+            (
+                "faust",
+                "(b) no-op Faust agent",
+                lambda: run_reference("faust", settings, args.n, tmp),
+            ),
+            ("worker", "(c) the detector worker", lambda: run_workers(settings, args.n, 1, tmp)),
+            ("two", "(d) two workers, one group", lambda: run_workers(settings, args.n, 2, tmp)),
+        ]
+        print(f"{'pipeline':40s} {'withdrawals/s':>14s} {'CPU µs/withdrawal':>18s}")
+        for key, title, run in plan:
+            if key in skip:
+                continue
+            r = run()
+            rate = r["count"] / max(r["last"] - r["first"], 1e-9)
+            cpu_us = r["cpu_s"] / max(r["count"], 1) * 1e6
+            results[key] = {"rate": rate, "cpu_us": cpu_us, **r}
+            print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}")
+        for a, b, title in (
+            ("worker", "faust", "c/b (worker / no-op Faust agent)"),
+            ("worker", "raw", "c/a (worker / raw aiokafka)"),
+            ("two", "worker", "d/c (two workers / one)"),
+        ):
+            if a in results and b in results:
+                print(f"{title:34s} {results[a]['rate'] / results[b]['rate']:.3f}x")
+        if "latency" not in skip:
+            rates = [float(r) for r in args.rates.split(",") if r]
+            print("latency, produce -> verdict consumed (one worker):")
+            latency_ladder(settings, rates, args.seconds, tmp)
+    finally:
+        delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Reference pipelines for ``bench_throughput.py``, each run as its own process.
+
+    python bench/pipelines.py raw   BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP N RESULT.json
+    python bench/pipelines.py faust BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP N RESULT.json
+
+* ``raw``: aiokafka ``getmany`` -> ``send`` of a fixed JSON per record (acks=all,
+  idempotent), offsets committed after each batch is acknowledged: the transport's ceiling
+  in Python.
+* ``faust``: a no-op Faust agent: raw bytes in, a fixed JSON out per event
+  (``await topic.send(...)`` per event), Faust's defaults otherwise.
+
+Each drains N records from the earliest offset and writes ``{"count", "first", "last",
+"cpu_s"}``: wall-clock times of the first and last record handled, and the process CPU time
+spent between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+FIXED = json.dumps({"verdict": "allow", "score": 0.42, "reasons": []}).encode()
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Tally:
+    def __init__(self, n: int, path: str) -> None:
+        self.n, self.path, self.count = n, path, 0
+        self.first = self.cpu0 = 0.0
+
+    def add(self, k: int) -> bool:
+        if self.count == 0:
+            self.first, self.cpu0 = time.time(), _cpu()
+        self.count += k
+        if self.count >= self.n:
+            result = {
+                "count": self.count,
+                "first": self.first,
+                "last": time.time(),
+                "cpu_s": _cpu() - self.cpu0,
+            }
+            with open(self.path, "w") as out:
+                json.dump(result, out)
+            return True
+        return False
+
+
+async def raw(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            futures = [
+                await producer.send(sink, key=record.key, value=FIXED)
+                for records in batches.values()
+                for record in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+                if tally.add(len(futures)):
+                    return
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+    import faust
+
+    app = faust.App(
+        group,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+    )
+    raw_kw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    source_topic = app.topic(source, **raw_kw)
+    sink_topic = app.topic(sink, **raw_kw)
+
+    @app.agent(source_topic)
+    async def noop(stream: Any) -> None:
+        async for event in stream.events():
+            await sink_topic.send(key=event.key, value=FIXED)
+            if tally.add(1):
+                await app.producer.flush()
+                os._exit(0)
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()
+
+
+def main() -> None:
+    mode, bootstrap, source, sink, group, n, path = sys.argv[1:8]
+    tally = Tally(int(n), path)
+    if mode == "raw":
+        asyncio.run(raw(bootstrap, source, sink, group, tally))
+    elif mode == "faust":
+        sys.argv = sys.argv[:1]  # Faust's worker parses the command line
+        faust_noop(bootstrap, source, sink, group, tally)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
