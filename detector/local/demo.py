@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -35,6 +36,9 @@ __all__ = ["run_demo"]
 _INVALID_RECORDS = 12
 # How long the demo waits for the last verdicts after the traffic ends (s).
 _DRAIN_TIMEOUT_S = 60.0
+# Flow control: the sender pauses while more than this many seconds of traffic (at the
+# asked rate) wait for a verdict, so a slower machine gets a slower demo, not a backlog.
+_MAX_BACKLOG_S = 1.0
 # The simulator's traffic averages ~2.5 withdrawals per account-day (events); the
 # demo streams at least this many days (days) with this many attacks of each kind (count).
 _EVENTS_PER_ACCOUNT_DAY = 2.5
@@ -56,16 +60,28 @@ class _Tally:
     dlq: list[tuple[str, str]] = field(default_factory=list)
     duplicates: int = 0
     sent: int = 0
+    throttled_s: float = 0.0  # time the sender waited for the worker to catch up
 
 
 class _RecordingProducer:
-    """Wraps the real producer: remembers when each withdrawal was handed to Kafka."""
+    """Wraps the real producer: remembers when each withdrawal was handed to Kafka, and
+    holds the next one back while the worker is more than ``max_backlog`` behind."""
 
-    def __init__(self, inner: Any, tally: _Tally) -> None:
+    def __init__(self, inner: Any, tally: _Tally, max_backlog: int) -> None:
         self._inner = inner
         self._tally = tally
+        self._max_backlog = max_backlog
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        waited = time.monotonic()
+        while True:
+            with self._tally.lock:
+                backlog = self._tally.sent - len(self._tally.verdicts)
+            if backlog <= self._max_backlog:
+                break
+            time.sleep(0.005)
+        with self._tally.lock:
+            self._tally.throttled_s += time.monotonic() - waited
         doc = json.loads(value or b"{}")
         with self._tally.lock:
             self._tally.sent_at[doc["withdrawal_id"]] = time.monotonic()
@@ -86,6 +102,9 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         topic_decisions=f"demo-{run_id}-decisions",
         topic_dlq=f"demo-{run_id}-withdrawals-dlq",
         web_port=_free_port(settings.web_host, settings.web_port),
+        # The demo plays simulated days of history in seconds: no event-time bounds.
+        max_event_age_s=0.0,
+        max_event_ahead_s=0.0,
     )
     stop = threading.Event()
     # Everything the demo starts is undone in reverse order, on success, error or Ctrl-C.
@@ -97,14 +116,20 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
                 _say(f"[1/5] local Kafka on {demo.bootstrap_servers} (data in {demo.data_dir})")
                 if broker.start(demo):
                     undo.callback(broker.stop, demo)
+                    # Runs before the broker stops: clients still retrying would only log
+                    # connection errors from then on.
+                    undo.callback(_silence_kafka_clients)
             else:
                 _say(f"[1/5] using Kafka at {demo.bootstrap_servers}")
                 broker.wait_ready(demo.bootstrap_servers, 30.0)
             _ensure_model(demo)
             _say(f"[3/5] creating topics for run {run_id} ({demo.partitions} partitions each)")
             specs = topic_specs(demo)
-            ensure_topics(demo.bootstrap_servers, specs)
-            undo.callback(_delete_quietly, demo.bootstrap_servers, [s.name for s in specs])
+            security = demo.kafka_python_config()
+            ensure_topics(demo.bootstrap_servers, specs, security=security)
+            undo.callback(
+                _delete_quietly, demo.bootstrap_servers, [s.name for s in specs], security
+            )
             log_path = demo.data_dir / f"{demo.app_id}.log"
             _say(
                 f"[4/5] starting worker (log: {log_path}, metrics: "
@@ -134,16 +159,30 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
             sender = threading.Thread(target=_send, args=(demo, events, rate, tally), daemon=True)
             sender.start()
             _watch(tally, sender, len(events), stop)
-            _summary(tally)
+            stop.set()
+            consumer.join(timeout=5.0)
+            missing = _summary(tally, rate)
+            if missing:
+                _say(
+                    f"demo: error: {missing} withdrawals got no verdict within "
+                    f"{_DRAIN_TIMEOUT_S:.0f} s after the traffic ended (worker log: {log_path})"
+                )
+                return 1
             return 0
         except KeyboardInterrupt:
             _say("\ninterrupted: cleaning up")
             return 130
 
 
-def _delete_quietly(bootstrap_servers: str, names: list[str]) -> None:
+
+def _silence_kafka_clients() -> None:
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _delete_quietly(bootstrap_servers: str, names: list[str], security: Any) -> None:
     with contextlib.suppress(Exception):
-        delete_topics(bootstrap_servers, names)
+        delete_topics(bootstrap_servers, names, security=security)
 
 
 def _say(text: str) -> None:
@@ -193,7 +232,12 @@ def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: 
     """Valid traffic through the simulator's paced streamer; malformed records beside it."""
     from kafka import KafkaProducer
 
-    inner = KafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all", linger_ms=2)
+    inner = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_list,
+        acks="all",
+        linger_ms=2,
+        **settings.kafka_python_config(),
+    )
     done = threading.Event()
     span_s = len(events) / rate
 
@@ -214,7 +258,7 @@ def _send(settings: Settings, events: list[dict[str, Any]], rate: float, tally: 
             topic=settings.topic_withdrawals,
             rate=rate,
             shift_to_now=False,
-            producer=_RecordingProducer(inner, tally),
+            producer=_RecordingProducer(inner, tally, max(50, int(rate * _MAX_BACKLOG_S))),
         )
     finally:
         done.set()
@@ -234,6 +278,7 @@ def _consume(settings: Settings, tally: _Tally, stop: threading.Event) -> None:
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=200,
+        **settings.kafka_python_config(),
     )
     try:
         while not stop.is_set():
@@ -297,7 +342,8 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def _summary(tally: _Tally) -> None:
+def _summary(tally: _Tally, rate: float) -> int:
+    """Print the summary; return how many withdrawals have no verdict."""
     with tally.lock:
         verdicts = dict(tally.verdicts)
         kinds = Counter(v["verdict"] for v in verdicts.values())
@@ -314,6 +360,11 @@ def _summary(tally: _Tally) -> None:
         f"missing: {missing}   duplicate verdict messages: {duplicates}"
     )
     _say(f"verdicts: allow {kinds['allow']}, delay {kinds['delay']}, refuse {kinds['refuse']}")
+    if tally.throttled_s > 1.0:
+        _say(
+            f"paced by the worker: the sender waited {tally.throttled_s:.1f} s in all for "
+            f"verdicts to catch up (asked {rate:.0f}/s; this machine decides fewer)"
+        )
     _say(f"end-to-end latency (produced -> verdict consumed): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     _say(
         f"dead-letter records: {len(dlq)} "
@@ -341,3 +392,4 @@ def _summary(tally: _Tally) -> None:
             f"  {v['withdrawal_id']} account {v['account_id']} score {v['score']:.3f} "
             f"[{tally.labels.get(v['withdrawal_id'], '?')}] -> {reasons}"
         )
+    return missing

@@ -183,6 +183,7 @@ def create_app(
     batch_within = settings.batch_within_ms / 1000.0
     # Per input partition: the newest event time seen (idle state expires against it).
     watermarks: dict[tuple[str, int], float] = {}
+
     async def faust_send(record: Record) -> Awaitable[Any]:
         # The app's producer directly (acks=all, idempotent): Faust's Topic.send costs ~20 us
         # of bookkeeping per record that we do not use (measured with py-spy).
