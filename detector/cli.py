@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detector.config import Settings
-from detector.errors import DetectorError
+from detector.errors import ConfigError, DetectorError
 from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
 from detector.policy import DEFAULT_DELAY_RATE, DEFAULT_REFUSE_RATE
 
@@ -129,6 +130,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"Ed25519 key pair: {private} (signs, keep it secret), {public} (workers verify)")
         print(f"workers: DETECTOR_MODEL_VERIFY_KEY={public}")
         return 0
+    if args.action in ("add", "list", "promote", "rollback", "shadow"):
+        return _models_control(args)
     directory = Path(args.dir)
     if args.action == "sign":
         artifact.sign_artifact(directory, artifact.load_signer(Path(args.key)))
@@ -138,6 +141,65 @@ def cmd_models(args: argparse.Namespace) -> int:
     loaded = artifact.Model.load(directory, verifier=verifier)
     families = ", ".join(f.name for f in loaded.families)
     print(f"{directory}: model {loaded.version} verifies ({families}; combine {loaded.combine})")
+    return 0
+
+
+def _models_control(args: argparse.Namespace) -> int:
+    """The model store and the control topic: add, list, promote, rollback, shadow."""
+    from detector.model import ModelStore, load_verifier
+    from detector.stream import control
+
+    settings = _settings(args)
+    store = ModelStore(settings.model_store)
+    if args.action == "add":
+        key = settings.model_verify_key
+        version = store.add(Path(args.dir), verifier=load_verifier(Path(key)) if key else None)
+        print(f"{version} in {store.root}")
+        return 0
+    current = control.read_control(settings)
+    if args.action == "list":
+        for version in store.versions():
+            roles = [r for r in ("active", "shadow", "previous") if getattr(current, r) == version]
+            print(f"{version}  {' '.join(roles)}".rstrip())
+        if current.seq:
+            print(f"(control seq {current.seq}, {current.changed_at} by {current.changed_by})")
+        return 0
+    by = args.by
+    # Before any promote, workers serve DETECTOR_MODEL_DIR: that is what a rollback returns to.
+    serving = current.active or control.initial_version(settings)
+    if args.action == "promote":
+        control.check_version(store, args.version, settings)
+        new = current.changed(by, active=args.version, previous=serving)
+        if new.shadow == args.version:
+            new = new.changed(by, shadow=None)
+    elif args.action == "rollback":
+        if current.previous is None:
+            raise ConfigError("nothing to roll back to: no previous active version on record")
+        if current.previous != control.initial_version(settings):
+            control.check_version(store, current.previous, settings)
+        new = current.changed(by, active=current.previous, previous=serving)
+    else:  # shadow
+        if args.version != "off":
+            control.check_version(store, args.version, settings)
+        new = current.changed(by, shadow=None if args.version == "off" else args.version)
+    control.publish_control(settings, new)
+    print(
+        f"control seq {new.seq}: active {new.active}, shadow {new.shadow or '-'}, "
+        f"previous {new.previous or '-'} (workers switch within seconds)"
+    )
+    return 0
+
+
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    from detector.events import parse_rfc3339
+    from detector.stream.shadow import format_report, shadow_report
+
+    settings = _settings(args)
+    since = parse_rfc3339(args.since) if args.since else None
+    result = shadow_report(settings, since=since)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_report(result, show=args.show))
     return 0
 
 
@@ -224,8 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign-key", help="sign the artifact (Ed25519 private key PEM or HMAC secret)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("models", help="model artifacts: keygen, sign, verify")
+    p = sub.add_parser(
+        "models", help="model artifacts and versions: keygen, sign, verify, add, list, promote..."
+    )
     msub = p.add_subparsers(dest="action", required=True)
+    q = msub.add_parser("add", help="verify an artifact and copy it into the model store")
+    q.add_argument("dir")
+    q = msub.add_parser("list", help="versions in the store, with the active/shadow ones marked")
+    for action, help_ in (
+        ("promote", "make VERSION the active model of every worker (no restart)"),
+        ("shadow", "score with VERSION in the shadow on every worker ('off' to stop)"),
+    ):
+        q = msub.add_parser(action, help=help_)
+        q.add_argument("version")
+        q.add_argument("--by", default=getpass.getuser(), help="who (recorded)")
+    q = msub.add_parser("rollback", help="make the previous active model active again")
+    q.add_argument("--by", default=getpass.getuser(), help="who (recorded)")
     q = msub.add_parser("keygen", help="a new Ed25519 key pair for signing artifacts")
     q.add_argument("--private", required=True, help="private key file to write (mode 0600)")
     q.add_argument("--public", required=True, help="public key file to write")
@@ -236,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir")
     q.add_argument("--key", help="Ed25519 public key PEM or HMAC secret file")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("shadow-report", help="the shadow model against the active one")
+    p.add_argument("--since", help="RFC 3339 start (default: everything on the topics)")
+    p.add_argument("--show", type=int, default=10, help="disagreements to print")
+    p.add_argument("--json", help="also write the full comparison here")
+    p.add_argument("--bootstrap-servers")
+    p.set_defaults(func=cmd_shadow_report)
 
     p = sub.add_parser("replay", help="the worker's decisions over a JSONL file, no Kafka")
     p.add_argument("--events", required=True)

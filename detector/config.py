@@ -105,6 +105,12 @@ class Settings:
     topic_dlq: str = field(
         default="withdrawals-dlq", metadata=_env("topic_dlq", "dead-letter topic")
     )
+    topic_decisions_shadow: str = field(
+        default="decisions-shadow",
+        metadata=_env(
+            "topic_decisions_shadow", "the shadow model's verdicts (never read by wallets)"
+        ),
+    )
     partitions: int = field(
         default=4,
         metadata=_env("partitions", "partition count of every topic the worker creates"),
@@ -115,6 +121,13 @@ class Settings:
     model_dir: Path = field(
         default=Path("models/default"),
         metadata=_env("model_dir", "directory of the verified model artifact to serve"),
+    )
+    model_store: Path = field(
+        default=Path("models/store"),
+        metadata=_env(
+            "model_store",
+            "directory of immutable model versions that `detector models promote` picks from",
+        ),
     )
     model_verify_key: str = field(
         default="",
@@ -324,6 +337,11 @@ class Settings:
     def topic_by_destination(self) -> str:
         """Internal repartition topic: validated events keyed by destination (fan-in)."""
         return f"{self.app_id}-withdrawals-by-destination"
+
+    @property
+    def topic_model_control(self) -> str:
+        """Compacted, one partition: which model version is active and which is the shadow."""
+        return f"{self.app_id}-model-control"
 
     def changelog_topic(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"

@@ -33,6 +33,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "MODEL_FORMAT",
     "Family",
     "Model",
+    "ModelStore",
     "Signer",
     "Verifier",
     "generate_ed25519",
@@ -224,6 +226,57 @@ class Model:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{directory / MANIFEST}: malformed manifest: {exc}") from None
+
+
+# ---------------------------------------------------------------------- the store
+
+
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ModelStore:
+    """A directory of immutable, verified artifacts, one per version: ``<root>/<version>/``.
+
+    (Any path works, so an object store mounted as a file system, e.g. s3fs or gcsfuse, can
+    be the store.) :meth:`add` verifies an artifact before copying it in, and never
+    replaces a version by different content.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if (p / MANIFEST).is_file() and not p.name.startswith(".")
+        )
+
+    def path_of(self, version: str) -> Path:
+        if not _VERSION_NAME.match(version):
+            raise ModelError(f"bad model version name {version!r}")
+        return self.root / version
+
+    def add(self, artifact: Path, *, verifier: Verifier | None = None) -> str:
+        """Verify ``artifact`` and copy it in as its version; returns the version."""
+        model = Model.load(artifact, verifier=verifier)
+        target = self.path_of(model.version)
+        digest = read_manifest(artifact, verifier=verifier)["digest"]
+        if target.exists():
+            if read_manifest(target)["digest"] != digest:
+                raise ModelError(
+                    f"{target} already holds a different artifact named {model.version}; "
+                    "versions are immutable"
+                )
+            return model.version
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".{model.version}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(artifact, staging)
+        os.replace(staging, target)
+        return model.version
 
 
 # ---------------------------------------------------------------------- verification

@@ -166,6 +166,12 @@ class Decider:
         self.model = model
         self.hold_seconds = hold_seconds
         self._ordinary = model.ordinary
+
+    def switch(self, model: Model) -> None:
+        """Decide with ``model`` from the next batch on (the worker calls it between
+        batches: a batch is decided by one model)."""
+        self.model = model
+        self._ordinary = model.ordinary
         # The last batch's rows and scores (replay keeps them for its report).
         self.last_rows: np.ndarray = np.empty((0, len(model.feature_names)))
         self.last_scores: np.ndarray = np.empty(0)

@@ -174,7 +174,6 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
             return 130
 
 
-
 def _silence_kafka_clients() -> None:
     for name in ("kafka", "aiokafka"):
         logging.getLogger(name).setLevel(logging.CRITICAL)

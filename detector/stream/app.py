@@ -40,9 +40,10 @@ from prometheus_client import CollectorRegistry
 from detector.config import Settings
 from detector.errors import InvalidEvent
 from detector.events import Withdrawal, parse_withdrawal
-from detector.model import Model
+from detector.model import Model, ModelStore
 from detector.pipeline import Decider, Pending, Stages, verdict_text
 from detector.stream import compat
+from detector.stream.control import ModelSwitch, follow_control
 from detector.stream.dlq import dead_letter_record, internal_error
 from detector.stream.health import Health, http_response
 from detector.stream.logs import RateLimitedLog
@@ -88,7 +89,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_withdrawals, n, rf),
         TopicSpec(settings.topic_decisions, n, rf),
         TopicSpec(settings.topic_dlq, n, rf),
+        TopicSpec(settings.topic_decisions_shadow, n, rf),
         TopicSpec(settings.topic_by_destination, n, rf),
+        TopicSpec(settings.topic_model_control, 1, rf, _COMPACTED),
         *(
             TopicSpec(settings.changelog_topic(table), n, rf, _COMPACTED)
             for table in (ACCOUNTS_TABLE, DESTINATIONS_TABLE, DECIDED_TABLE)
@@ -129,7 +132,7 @@ def create_app(
         registry,
         send_topics=(settings.topic_decisions, settings.topic_dlq, settings.topic_by_destination),
     )
-    metrics.set_model(model.version)
+    metrics.set_model(model.version, "active")
     health = Health(stuck_after_s=settings.stuck_after_s)
     health.set_model_loaded(True)
     app = faust.App(
@@ -180,6 +183,7 @@ def create_app(
     # The same composition replay uses, over the worker's tables.
     stages = Stages(account_view, destination_view, decided_view, dedupe_window_s=window)
     decider = Decider(model, hold_seconds=settings.hold_seconds)
+    shadow: list[Decider] = []  # the challenger, when the control topic names one
     batch_within = settings.batch_within_ms / 1000.0
     # Per input partition: the newest event time seen (idle state expires against it).
     watermarks: dict[tuple[str, int], float] = {}
@@ -343,6 +347,8 @@ def create_app(
             verdicts.append(
                 Record(settings.topic_decisions, item.event.account_id.encode(), text.encode())
             )
+        if shadow:
+            outbox += shadow_records(shadow[0], decided_items)
         _sweep(destinations, batch, settings.topic_by_destination, watermarks)
         _sweep(decided, batch, None, watermarks, now=clock())
         # Round 1: the verdicts on record. Round 2: what counted them, and the verdicts.
@@ -358,6 +364,62 @@ def create_app(
             )
         metrics.observe_batch(len(items), time.perf_counter() - started)
         health.record_progress(len(batch))
+
+    def shadow_records(
+        challenger: Decider, decided_items: list[tuple[Pending, dict[str, Any], int]]
+    ) -> list[Record]:
+        """The shadow model's verdicts on the same (first-time) withdrawals; whatever
+        happens here, the active verdicts go out."""
+        fresh = [(item, verdict) for item, verdict, _ in decided_items if item.decided is None]
+        if not fresh:
+            return []
+        try:
+            verdicts = challenger.decide([item for item, _ in fresh], now=clock())
+        except Exception as exc:
+            errors.warning("the shadow model failed on a batch: %r", exc)
+            return []
+        out = []
+        for (item, active), theirs in zip(fresh, verdicts, strict=True):
+            metrics.observe_shadow(theirs["verdict"], theirs["verdict"] == active["verdict"])
+            out.append(
+                Record(
+                    settings.topic_decisions_shadow,
+                    item.event.account_id.encode(),
+                    verdict_text(theirs).encode(),
+                )
+            )
+        return out
+
+    def apply_model(role: str, new: Model | None) -> None:
+        if role == "active" and new is not None:
+            decider.switch(new)
+        elif role == "shadow":
+            shadow[:] = [] if new is None else [Decider(new, hold_seconds=settings.hold_seconds)]
+        metrics.set_model(None if new is None else new.version, role)
+
+    switch = ModelSwitch(
+        settings,
+        ModelStore(settings.model_store),
+        apply_model,
+        on_failure=lambda role, _version: metrics.observe_model_switch_failure(role),
+    )
+    switch.start_with(model)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_models() -> None:
+        """Every worker follows the model control topic (not through the group)."""
+        if not (broker or settings.broker_url).startswith("kafka://"):
+            return
+        while True:
+            try:
+                await follow_control(settings, switch, stopped=lambda: False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                errors.warning(
+                    "following %s failed (%r); retrying", settings.topic_model_control, exc
+                )
+                await asyncio.sleep(_RETRY_MAX_S)
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:

@@ -20,7 +20,10 @@ Metrics (exposed sample names)::
     detector_batch_processing_seconds                   histogram processing time of a batch
     detector_batch_size                                 histogram events per micro-batch
     detector_anomaly_score                              histogram scores in [0, 1]
-    detector_model_info{version}                        gauge     1 for the served model
+    detector_model_info{version,role}                   gauge     1 per served model (active/shadow)
+    detector_model_switch_failures_total{role}          counter   named versions that did not verify
+    detector_shadow_verdicts_total{verdict}             counter   the shadow model's verdicts
+    detector_shadow_agreement_total{agree}              counter   shadow verdict == active verdict?
     detector_consumer_lag{topic,partition}              gauge     records behind high watermark
     detector_last_offset_commit_age_seconds             gauge     seconds since the last commit
     detector_accounts_in_state                          gauge     accounts in the state table
@@ -175,8 +178,26 @@ class DetectorMetrics:
         )
         self.model_info = Gauge(
             f"{p}model_info",
-            "1 for the model version being served.",
-            ["version"],
+            "1 for each model version served, by role (active decides, shadow only scores).",
+            ["version", "role"],
+            registry=registry,
+        )
+        self.model_switch_failures = Counter(
+            f"{p}model_switch_failures_total",
+            "Model versions the control topic named that did not verify (the current stayed).",
+            ["role"],
+            registry=registry,
+        )
+        self.shadow_verdicts = Counter(
+            f"{p}shadow_verdicts_total",
+            "Verdicts of the shadow model (published to decisions-shadow only).",
+            ["verdict"],
+            registry=registry,
+        )
+        self.shadow_agreement = Counter(
+            f"{p}shadow_agreement_total",
+            "Withdrawals scored by both models: whether the shadow's verdict is the active's.",
+            ["agree"],
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -212,6 +233,11 @@ class DetectorMetrics:
 
         for verdict in VERDICTS:
             self.verdicts.labels(verdict=verdict)
+            self.shadow_verdicts.labels(verdict=verdict)
+        for agree in ("yes", "no"):
+            self.shadow_agreement.labels(agree=agree)
+        for role in ("active", "shadow"):
+            self.model_switch_failures.labels(role=role)
         for reason in dlq_reasons:
             self.dlq_records.labels(reason=self._reason(reason))
         for topic in send_topics:
@@ -263,11 +289,22 @@ class DetectorMetrics:
         """Count one failed produce request to ``topic``."""
         self.kafka_send_errors.labels(topic=topic).inc()
 
-    def set_model(self, version: str) -> None:
-        """Mark ``version`` as the served model; the previous version's series goes away."""
+    def set_model(self, version: str | None, role: str = "active") -> None:
+        """Mark ``version`` as the model served in ``role`` (None: no shadow); the previous
+        version's series of that role goes away."""
         with self._lock:
-            self.model_info.clear()
-            self.model_info.labels(version=version).set(1)
+            for labels in [s.labels for m in self.model_info.collect() for s in m.samples]:
+                if labels.get("role") == role:
+                    self.model_info.remove(labels["version"], role)
+            if version is not None:
+                self.model_info.labels(version=version, role=role).set(1)
+
+    def observe_model_switch_failure(self, role: str) -> None:
+        self.model_switch_failures.labels(role=role).inc()
+
+    def observe_shadow(self, verdict: str, agrees: bool) -> None:
+        self.shadow_verdicts.labels(verdict=verdict).inc()
+        self.shadow_agreement.labels(agree="yes" if agrees else "no").inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """Set the lag of one partition (negative values, from a stale watermark, become 0)."""

@@ -34,6 +34,9 @@ EXPECTED_FAMILIES = {
     "detector_accounts_in_state": "gauge",
     "detector_kafka_send_errors": "counter",
     "detector_duplicate_withdrawals": "counter",
+    "detector_model_switch_failures": "counter",
+    "detector_shadow_verdicts": "counter",
+    "detector_shadow_agreement": "counter",
 }
 
 
@@ -208,14 +211,20 @@ def test_accounts_in_state(registry: CollectorRegistry, metrics: DetectorMetrics
 def test_set_model_swaps_the_version_label(
     registry: CollectorRegistry, metrics: DetectorMetrics
 ) -> None:
-    assert value(registry, "detector_model_info", version="v1") is None
+    assert value(registry, "detector_model_info", version="v1", role="active") is None
     metrics.set_model("v1")
-    assert value(registry, "detector_model_info", version="v1") == 1
+    assert value(registry, "detector_model_info", version="v1", role="active") == 1
     metrics.set_model("v2")
-    assert value(registry, "detector_model_info", version="v2") == 1
-    assert value(registry, "detector_model_info", version="v1") is None
+    assert value(registry, "detector_model_info", version="v2", role="active") == 1
+    assert value(registry, "detector_model_info", version="v1", role="active") is None
     infos = [s for f in registry.collect() if f.name == "detector_model_info" for s in f.samples]
     assert len(infos) == 1
+    # A shadow is a second series; the active one is untouched; it goes when unset.
+    metrics.set_model("v3", "shadow")
+    assert value(registry, "detector_model_info", version="v3", role="shadow") == 1
+    assert value(registry, "detector_model_info", version="v2", role="active") == 1
+    metrics.set_model(None, "shadow")
+    assert value(registry, "detector_model_info", version="v3", role="shadow") is None
 
 
 def test_lag_per_partition(registry: CollectorRegistry, metrics: DetectorMetrics) -> None:
