@@ -190,6 +190,13 @@ def _models_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from detector.local.backfill import backfill
+
+    backfill(Path(args.events), _settings(args))
+    return 0
+
+
 def cmd_shadow_report(args: argparse.Namespace) -> int:
     from detector.events import parse_rfc3339
     from detector.stream.shadow import format_report, shadow_report
@@ -312,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dir")
     q.add_argument("--key", help="Ed25519 public key PEM or HMAC secret file")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("backfill", help="build the workers' state from history (warm start)")
+    p.add_argument("--events", required=True, help="history JSONL (any order)")
+    p.add_argument("--bootstrap-servers")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("shadow-report", help="the shadow model against the active one")
     p.add_argument("--since", help="RFC 3339 start (default: everything on the topics)")

@@ -165,7 +165,8 @@ def create_app(
     ttl, window = settings.state_ttl_s, settings.dedupe_window_s
 
     def table(name: str, expiry: Callable[[Any], float | None]) -> TableStore:
-        faust_table = compat.raw_table(app, name, n)
+        # bytes keys and values: Faust's changelog (and its recovery) use raw codecs.
+        faust_table = app.Table(name, default=None, partitions=n, key_type=bytes, value_type=bytes)
         return TableStore(
             name,
             settings.changelog_topic(name),

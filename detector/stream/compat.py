@@ -16,7 +16,6 @@ internal                                why
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
 ``TableManager.recovery``               readiness: tables recovered
 ``Consumer._thread`` (tests)          an unstarted app's consumer thread owns a loop
-``Table.key_serializer`` (raw)         Faust picks json from the key/value types
 ``Store.data``, ``_key_partition``,   our changelog writes bypass ``table[key] = ...``; the
 ``_db_for_partition``, ``_key_index``  local store is read and written per partition
 ``Worker.on_setup_root_logger``        Faust's terminal spinner sets the root logger to
@@ -54,7 +53,6 @@ __all__ = [
     "hold",
     "import_kafka",
     "new_admin_client",
-    "raw_table",
     "release",
     "set_current_event",
     "tables_recovered",
@@ -132,18 +130,6 @@ def close_unstarted_consumer(app: Any) -> None:
     thread = getattr(consumer, "_thread", None)
     if thread is not None:
         thread.thread_loop.close()
-
-
-def raw_table(app: Any, name: str, partitions: int) -> Any:
-    """A Faust table whose changelog keys and values are raw bytes (we encode ourselves).
-
-    Faust derives a table's serializers from its key/value *types* (json for plain types);
-    setting them before the changelog topic is first built makes it ``raw`` both ways.
-    """
-    table = app.Table(name, default=None, partitions=partitions)
-    table.key_serializer = "raw"
-    table.value_serializer = "raw"
-    return table
 
 
 class StoreAccess:
