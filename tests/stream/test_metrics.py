@@ -33,6 +33,7 @@ EXPECTED_FAMILIES = {
     "detector_last_offset_commit_age_seconds": "gauge",
     "detector_accounts_in_state": "gauge",
     "detector_kafka_send_errors": "counter",
+    "detector_feedback_effect_seconds": "histogram",
 }
 
 
