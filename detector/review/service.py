@@ -125,6 +125,9 @@ class QueueFeed:
         except InvalidEvent as exc:
             self._skip(topic, exc)
             return
+        except Exception as exc:  # a bug must cost one record, not the queue (re-read forever)
+            self._skip(topic, InvalidEvent("internal_error", f"applying it failed: {exc!r}"))
+            return
         self.applied[topic] += 1
 
     def _skip(self, topic: str, exc: InvalidEvent) -> None:
@@ -339,7 +342,13 @@ async def serve(
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.review_host, settings.review_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.review_host}:{settings.review_port} "
+                f"(DETECTOR_REVIEW_HOST/DETECTOR_REVIEW_PORT): {exc}"
+            ) from exc
         log.info(
             "review queue on http://%s:%d/ for %d analyst(s)",
             settings.review_host,

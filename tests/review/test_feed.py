@@ -46,6 +46,21 @@ def test_unreadable_records_are_skipped_and_counted_never_raised(
     assert len(warnings) == 1  # at most one line per topic and minute
 
 
+def test_a_bug_applying_one_record_costs_that_record_not_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = feed()
+
+    def broken(_: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(f.queue, "apply_withdrawal", broken)
+    f.apply("w", json.dumps(withdrawal("w-1").to_json()).encode())
+    f.apply("d", json.dumps(verdict_doc("w-1")).encode())
+    assert f.skipped == {"w": 1} and f.applied == {"d": 1}
+    assert [i.withdrawal_id for i in f.queue.pending()] == ["w-1"]
+
+
 def test_the_review_queue_writes_two_topics_with_the_workers_partition_count() -> None:
     specs = review_topic_specs(Settings(partitions=6, replication_factor=3))
     assert [(s.name, s.partitions, s.replication) for s in specs] == [
