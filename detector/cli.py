@@ -41,14 +41,16 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from detector.review.service import review_topic_specs
     from detector.stream.app import topic_specs
     from detector.stream.topics import ensure_topics
 
     settings = _settings(args)
+    specs = list({s.name: s for s in topic_specs(settings) + review_topic_specs(settings)}.values())
     created = ensure_topics(
-        settings.bootstrap_servers, topic_specs(settings), security=settings.kafka_python_config()
+        settings.bootstrap_servers, specs, security=settings.kafka_python_config()
     )
-    for spec in topic_specs(settings):
+    for spec in specs:
         print(
             f"{spec.name}: {spec.partitions} partitions"
             f"{' (created)' if spec.name in created else ''}"
@@ -60,6 +62,37 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from detector.stream.worker import run_worker
 
     run_worker(_settings(args))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    if args.hash_user is not None:
+        return _hash_user(args.hash_user)
+    from detector.review.service import run_review
+
+    run_review(_settings(args))
+    return 0
+
+
+def _hash_user(name: str) -> int:
+    """Print a users-file line for ``name``; the password comes from the prompt (twice) or,
+    when stdin is not a terminal, from its first line."""
+    import getpass
+
+    from detector.review.auth import hash_password
+    from detector.review.records import valid_reviewer
+
+    if not valid_reviewer(name):
+        raise ConfigError(f"{name!r} is not a valid analyst name (1..64 letters, digits, ._@+-)")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        raise ConfigError("use a password of at least 12 characters")
+    print(f"{name}:{hash_password(password)}")
     return 0
 
 
@@ -266,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Faust worker")
     p.add_argument("--bootstrap-servers")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("review", help="the analysts' review queue of held withdrawals (web page)")
+    p.add_argument("--bootstrap-servers")
+    p.add_argument(
+        "--hash-user",
+        metavar="NAME",
+        help="print a DETECTOR_REVIEW_USERS_FILE line for NAME (password from the prompt or "
+        "stdin) and exit",
+    )
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("simulate", help="synthetic withdrawals with labelled attacks")
     p.add_argument("--out", help="write JSONL here (else stream to Kafka)")

@@ -111,6 +111,19 @@ class Settings:
             "topic_decisions_shadow", "the shadow model's verdicts (never read by wallets)"
         ),
     )
+    topic_labels: str = field(
+        default="labels",
+        metadata=_env(
+            "topic_labels",
+            "labels topic: fraud/legit reports (analysts, customers, chain analytics)",
+        ),
+    )
+    topic_review_decisions: str = field(
+        default="review-decisions",
+        metadata=_env(
+            "topic_review_decisions", "final decisions on held withdrawals (`detector review`)"
+        ),
+    )
     partitions: int = field(
         default=4,
         metadata=_env("partitions", "partition count of every topic the worker creates"),
@@ -168,6 +181,42 @@ class Settings:
             "stuck_after_s", "/healthz fails after this many seconds of lag without progress"
         ),
     )
+    review_host: str = field(
+        default="127.0.0.1",
+        metadata=_env("review_host", "bind address of the review queue (`detector review`)"),
+    )
+    review_port: int = field(
+        default=6070, metadata=_env("review_port", "HTTP port of the review queue")
+    )
+    review_users_file: str = field(
+        default="",
+        metadata=_env(
+            "review_users_file",
+            "analysts' credentials: one `name:scrypt$...` line each "
+            "(`detector review --hash-user NAME` prints one); required by `detector review`",
+        ),
+    )
+    review_public_url: str = field(
+        default="",
+        metadata=_env(
+            "review_public_url",
+            "URL analysts open, e.g. https://review.example.com: POSTs must come from this "
+            "origin, https makes cookies Secure (empty: the request's own host)",
+        ),
+    )
+    review_lookback_s: float = field(
+        default=86400.0,
+        metadata=_env(
+            "review_lookback_s",
+            "the review queue is rebuilt from this much history of its topics (s); older "
+            "held withdrawals leave it",
+        ),
+    )
+    review_session_ttl_s: float = field(
+        default=8 * 3600.0,
+        metadata=_env("review_session_ttl_s", "an analyst's login lasts this long (s)"),
+    )
+
     max_event_age_s: float = field(
         default=7 * 86400.0,
         metadata=_env(
@@ -319,6 +368,17 @@ class Settings:
             raise ConfigError("dedupe_window_s and state_ttl_s must be > 0")
         if self.hold_seconds < 0:
             raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
+        if not 0 < self.review_port < 65536:
+            raise ConfigError(f"review_port must be in 1..65535, got {self.review_port}")
+        if self.review_lookback_s <= 0 or self.review_session_ttl_s <= 0:
+            raise ConfigError("review_lookback_s and review_session_ttl_s must be > 0")
+        if self.review_public_url and not self.review_public_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"review_public_url must start with http:// or https://, "
+                f"got {self.review_public_url!r}"
+            )
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {sorted(_LOG_LEVELS)}, got {self.log_level!r}"

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_INT_DIGITS",
     "MAX_NESTING",
     "Withdrawal",
+    "decode_json",
     "format_rfc3339",
     "parse_rfc3339",
     "parse_withdrawal",
@@ -123,6 +124,29 @@ def parse_withdrawal(
             "the record has no Kafka key: key every withdrawal by its account_id so "
             "per-account state stays on one partition",
         )
+    event = validate_withdrawal(decode_json(raw))
+    if now is not None:
+        _check_event_time(event, now, max_age_s, max_ahead_s)
+    if key is not None:
+        try:
+            key_text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            key_text = repr(key)
+        if key_text != event.account_id:
+            raise InvalidEvent(
+                "key_mismatch",
+                f"Kafka key {key_text!r} is not the account_id {event.account_id!r}: "
+                "key every withdrawal by its account_id so per-account state stays on "
+                "one partition",
+            )
+    return event
+
+
+def decode_json(raw: bytes) -> Any:
+    """Strict JSON from raw record bytes, or :class:`InvalidEvent`: UTF-8, no NaN/Infinity,
+    integers of at most :data:`MAX_INT_DIGITS` digits, at most :data:`MAX_NESTING` levels,
+    no lone UTF-16 surrogates. Shared by every contract read from Kafka (withdrawals,
+    labels); the caller bounds the size first."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -142,22 +166,7 @@ def parse_withdrawal(
     _check_nesting(doc)
     if _SURROGATE_ESCAPE.search(raw):
         _check_unicode(doc)
-    event = validate_withdrawal(doc)
-    if now is not None:
-        _check_event_time(event, now, max_age_s, max_ahead_s)
-    if key is not None:
-        try:
-            key_text = key.decode("utf-8")
-        except UnicodeDecodeError:
-            key_text = repr(key)
-        if key_text != event.account_id:
-            raise InvalidEvent(
-                "key_mismatch",
-                f"Kafka key {key_text!r} is not the account_id {event.account_id!r}: "
-                "key every withdrawal by its account_id so per-account state stays on "
-                "one partition",
-            )
-    return event
+    return doc
 
 
 def _bounded_int(text: str) -> int:
@@ -293,13 +302,13 @@ def validate_withdrawal(doc: Any) -> Withdrawal:
     )
 
 
-def parse_rfc3339(text: str) -> float:
-    """RFC 3339 timestamp with a zone -> epoch seconds; anything else is InvalidEvent."""
+def parse_rfc3339(text: str, *, field: str = "requested_at") -> float:
+    """RFC 3339 timestamp with a zone -> epoch seconds; anything else is InvalidEvent
+    (``bad_timestamp``, the reason naming ``field``)."""
     if not _RFC3339.match(text):
         raise InvalidEvent(
             "bad_timestamp",
-            f"requested_at must be RFC 3339 with a zone, e.g. "
-            f"2026-11-24T10:00:00Z, got {_show(text)}",
+            f"{field} must be RFC 3339 with a zone, e.g. 2026-11-24T10:00:00Z, got {_show(text)}",
         )
     normalized = text.replace("t", "T").replace("z", "Z").replace(" ", "T", 1)
     if "." in normalized:  # fromisoformat takes at most 6 fractional digits
@@ -312,7 +321,7 @@ def parse_rfc3339(text: str) -> float:
         return datetime.fromisoformat(normalized).timestamp()
     except ValueError as exc:
         raise InvalidEvent(
-            "bad_timestamp", f"requested_at {text!r} is not a real date/time: {exc}"
+            "bad_timestamp", f"{field} {text!r} is not a real date/time: {exc}"
         ) from None
 
 

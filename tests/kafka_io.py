@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -14,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from detector.config import Settings
+from detector.config import Settings, child_environment
 from detector.local.process import worker_process
 from detector.stream.app import topic_specs
 from detector.stream.topics import delete_topics, ensure_topics
@@ -76,6 +78,45 @@ def running_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         with contextlib.suppress(Exception):
             names = [s.name for s in topic_specs(settings)]
             delete_topics(settings.bootstrap_servers, names, security=security)
+
+
+@contextlib.contextmanager
+def running_review(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``detector review`` (the CLI, a child process), ready: /readyz 200, its queue caught up
+    with Kafka; SIGTERM (then SIGKILL) after. ``settings`` name the worker's topics and a users
+    file; the service creates its own two topics (the caller deletes them: see
+    ``detector.review.service.review_topic_specs``)."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "review"],
+            cwd=REPO,
+            env=child_environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://{settings.review_host}:{settings.review_port}/readyz"
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while get_or_none(url) != 200:
+            assert proc.poll() is None, f"detector review exited: {log_path.read_text()}"
+            assert time.monotonic() < deadline, f"review not ready: {log_path.read_text()}"
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def get_or_none(url: str) -> int | None:
+    """The status of GET ``url``, None when nothing answers."""
+    try:
+        return get(url)[0]
+    except OSError:
+        return None
 
 
 def produce(

@@ -123,12 +123,14 @@ _GRAFANA_DEFAULTS = {
     "__interval": "15s",
     "__range": "1h",
     "instance": ".*",
+    "review_instance": ".*",
 }
 
 
 def grafana_to_promql(expr: str, **variables: str) -> str:
     """Replace ``$name`` / ``${name}`` Grafana variables; defaults: every instance (``.*``),
-    ``$__rate_interval`` = 1m, ``$__interval`` = 15s, ``$__range`` = 1h. Pass e.g.
+    ``$__rate_interval`` = 1m, ``$__interval`` = 15s, ``$__range`` = 1h, every review queue
+    (``$review_instance``). Pass e.g.
     ``instance="w1:6066"`` or ``__rate_interval="30s"`` to override."""
     values = {**_GRAFANA_DEFAULTS, **variables}
 

@@ -29,6 +29,14 @@ Metrics (exposed sample names)::
     detector_accounts_in_state                          gauge     accounts in the state table
     detector_kafka_send_errors_total{topic}             counter   failed produce requests
     detector_duplicate_withdrawals_total                counter   repeats given their verdict
+    detector_feedback_effect_seconds                    histogram label reported -> in effect
+
+The review queue (``detector review``, :class:`ReviewMetrics`, its own process and registry)::
+
+    detector_review_queue_depth                         gauge     held withdrawals to review
+    detector_review_oldest_held_age_seconds             gauge     age of the oldest of them
+    detector_review_overdue_withdrawals                 gauge     held past their hold_seconds
+    detector_review_decisions_total{outcome}            counter   release / refuse
 """
 
 from __future__ import annotations
@@ -51,10 +59,14 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "DECISION_LATENCY_BUCKETS_S",
     "EVENT_PROCESSING_BUCKETS_S",
+    "FEEDBACK_EFFECT_BUCKETS_S",
     "METRIC_PREFIX",
     "OTHER_REASON",
+    "REVIEW_OUTCOMES",
     "VERDICTS",
     "DetectorMetrics",
+    "ReviewMetrics",
+    "declare_all",
     "render",
 ]
 
@@ -93,6 +105,17 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 100
 ANOMALY_SCORE_BUCKETS: tuple[float, ...] = (
     0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0,
 )  # fmt: skip
+
+# Seconds from a label's `reported_at` (an analyst's decision, a customer's report) to the
+# worker applying it to its state: the target is p99 <= 2 s, so 2.0 must stay a bucket bound
+# (histogram_quantile interpolates linearly inside a bucket); the tail shows a backlog.
+FEEDBACK_EFFECT_BUCKETS_S: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+# The final decisions of the review queue (detector.review.records.DECISIONS), pre-initialised
+# to 0 so rate() has a series from the first scrape.
+REVIEW_OUTCOMES: tuple[str, ...] = ("release", "refuse")
 
 # Label value used for a DLQ reason that is not a stable snake_case code, so a free-text
 # message can never create unbounded label cardinality.
@@ -223,6 +246,12 @@ class DetectorMetrics:
             ["topic"],
             registry=registry,
         )
+        self.feedback_effect = Histogram(
+            f"{p}feedback_effect_seconds",
+            "Seconds from a label's reported_at to the worker applying it (report -> effect).",
+            buckets=FEEDBACK_EFFECT_BUCKETS_S,
+            registry=registry,
+        )
 
         self.duplicates = Counter(
             f"{p}duplicate_withdrawals_total",
@@ -289,6 +318,12 @@ class DetectorMetrics:
         """Count one failed produce request to ``topic``."""
         self.kafka_send_errors.labels(topic=topic).inc()
 
+    def observe_feedback_effect(self, seconds: float) -> None:
+        """Record one label taking effect ``seconds`` after its ``reported_at`` (a negative
+        value, from a reporter's clock ahead of ours, counts as 0; NaN is not observed)."""
+        if math.isfinite(seconds):
+            self.feedback_effect.observe(max(0.0, seconds))
+
     def set_model(self, version: str | None, role: str = "active") -> None:
         """Mark ``version`` as the model served in ``role`` (None: no shadow); the previous
         version's series of that role goes away."""
@@ -338,6 +373,68 @@ class DetectorMetrics:
     def _reason(reason: str) -> str:
         label = _label(reason)
         return label if _REASON_RE.fullmatch(label) else OTHER_REASON
+
+
+class ReviewMetrics:
+    """The review queue's metrics (``detector review``), registered on ``registry``.
+
+    The three gauges are read from the queue when Prometheus scrapes (``depth``,
+    ``oldest_age_s`` and ``overdue`` are called then, on the scraping thread), so they are
+    never stale; by default they read 0 until :meth:`bind` connects a queue.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = METRIC_PREFIX
+        self.queue_depth = Gauge(
+            f"{p}review_queue_depth",
+            "Held (delay) withdrawals waiting for an analyst's decision.",
+            registry=registry,
+        )
+        self.oldest_held_age = Gauge(
+            f"{p}review_oldest_held_age_seconds",
+            "Seconds since the oldest withdrawal waiting for review was held (0: none waits).",
+            registry=registry,
+        )
+        self.overdue = Gauge(
+            f"{p}review_overdue_withdrawals",
+            "Held withdrawals past their hold_seconds without a review decision.",
+            registry=registry,
+        )
+        self.decisions = Counter(
+            f"{p}review_decisions_total",
+            "Review decisions written to the review-decisions topic, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in REVIEW_OUTCOMES:
+            self.decisions.labels(outcome=outcome)
+        self.bind(lambda: 0, lambda: 0.0, lambda: 0)
+
+    def bind(
+        self,
+        depth: Callable[[], float],
+        oldest_age_s: Callable[[], float],
+        overdue: Callable[[], float],
+    ) -> None:
+        """Read the gauges from these functions at every scrape."""
+        self.queue_depth.set_function(depth)
+        self.oldest_held_age.set_function(oldest_age_s)
+        self.overdue.set_function(overdue)
+
+    def observe_decision(self, outcome: str) -> None:
+        """Count one decision written to Kafka; ``outcome`` is one of :data:`REVIEW_OUTCOMES`."""
+        if outcome not in REVIEW_OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {REVIEW_OUTCOMES}")
+        self.decisions.labels(outcome=outcome).inc()
+
+
+def declare_all(registry: CollectorRegistry) -> CollectorRegistry:
+    """Register every metric the detector's processes expose (worker and review queue) on
+    ``registry``: what the dashboard and the alert rules may reference (tests)."""
+    DetectorMetrics(registry)
+    ReviewMetrics(registry)
+    return registry
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

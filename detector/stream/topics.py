@@ -31,6 +31,7 @@ __all__ = [
     "admin_client",
     "delete_topics",
     "ensure_topics",
+    "partition_counts",
     "quiet_kafka_logging",
 ]
 
@@ -268,6 +269,27 @@ def ensure_topics(
         _check_partitions(admin, raced)
         _wait_for_leaders(admin, created + raced, deadline)
     return [s.name for s in created]
+
+
+def partition_counts(
+    bootstrap_servers: str,
+    names: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
+    """``{name: partition count}`` of the named topics that exist (missing ones are left out),
+    for readers that assign themselves every partition of a topic."""
+    if not names:
+        return {}
+    with admin_client(bootstrap_servers, timeout=timeout, security=security) as admin:
+        existing = set(admin.list_topics())
+        described = _describe(admin, [n for n in dict.fromkeys(names) if n in existing])
+    return {
+        name: len(info.get("partitions") or [])
+        for name, info in described.items()
+        if info.get("error_code", 0) == 0 and info.get("partitions")
+    }
 
 
 def delete_topics(

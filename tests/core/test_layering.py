@@ -5,6 +5,8 @@
 * **stream** (the worker: Faust, aiokafka, Prometheus) never imports ``offline`` or
   ``local``, so the worker image needs neither scikit-learn nor matplotlib nor Maven;
 * **offline** (train, replay, evaluate, simulate) never imports ``stream`` or ``local``;
+* **review** (the analysts' queue: aiohttp, aiokafka) never imports ``offline`` or ``local``,
+  and of ``stream`` only ``metrics`` (all metrics live there) and ``topics`` (topic creation);
 * **local** (broker, demo, processes) may use everything; ``cli`` imports lazily.
 
 Imports inside functions count too: a lazy import is still a dependency.
@@ -19,11 +21,28 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "detector"
-CORE = {"config", "errors", "events", "features", "policy", "scoring", "model", "pipeline"}
+CORE = {
+    "config",
+    "errors",
+    "events",
+    "features",
+    "labels",
+    "policy",
+    "scoring",
+    "model",
+    "pipeline",
+}
 ENTRY = {"__init__", "__main__", "cli"}
-WINGS = {"stream", "offline", "local"}
+WINGS = {"stream", "offline", "local", "review"}
 # What each wing may import from the others (the core is always allowed).
-ALLOWED_WINGS = {"stream": set(), "offline": set(), "local": {"stream", "offline"}}
+ALLOWED_WINGS = {
+    "stream": set(),
+    "offline": set(),
+    "local": {"stream", "offline"},
+    "review": {"stream"},
+}
+# Where a wing may use another only in part: the modules it may import.
+ALLOWED_MODULES = {("review", "stream"): {"detector.stream.metrics", "detector.stream.topics"}}
 STDLIB = set(sys.stdlib_module_names)
 # Third-party packages the core may use: numpy, and `cryptography` for the model artifact's
 # Ed25519 signatures (imported only when a key is configured).
@@ -81,6 +100,10 @@ def test_imports_follow_the_layers(module: str, path: Path) -> None:
             assert place != "core", f"core module {module} imports the {target} wing ({name})"
             assert target == place or target in ALLOWED_WINGS[place], (
                 f"{module} ({place}) imports {name} ({target})"
+            )
+            only = ALLOWED_MODULES.get((place, target))
+            assert only is None or name in only, (
+                f"{module} ({place}) imports {name}; of {target} it may use only {sorted(only)}"
             )
         elif place == "core":
             assert top in STDLIB or module in CORE_THIRD_PARTY.get(top, set()), (

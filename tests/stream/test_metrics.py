@@ -37,6 +37,7 @@ EXPECTED_FAMILIES = {
     "detector_model_switch_failures": "counter",
     "detector_shadow_verdicts": "counter",
     "detector_shadow_agreement": "counter",
+    "detector_feedback_effect_seconds": "histogram",
 }
 
 

@@ -14,6 +14,9 @@ every 20th record invalid):
   repartitions, the decide stage computes verdicts, fails to send them (its agent crashes
   and Faust restarts it), and no verdict leaves the worker, which stays up and ready.
 
+A ``detector review`` process reads the healthy worker's topics and is scraped in job
+``detector-review`` (the dashboard's review-queue panels read it).
+
 The test checks:
 
 (a) every query of every dashboard panel returns data (``$instance`` = both workers);
@@ -41,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -48,9 +52,11 @@ from typing import Any, TypeVar
 import promql
 import pytest
 import yaml
-from kafka_io import REPO
+from kafka_io import REPO, free_port, running_review
 
 from detector.config import Settings
+from detector.review.auth import hash_password
+from detector.review.service import review_topic_specs
 from detector.stream.compat import import_kafka
 from detector.stream.topics import TopicSpec, delete_topics, ensure_topics
 
@@ -192,6 +198,18 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
     both = rd.instance_regex(h_inst, b_inst)
     copies = short_for_rule_copies(tmp_path / "rules")
     config = rd.prometheus_config([h_inst, b_inst], [str(p) for p in copies])
+    users = tmp_path / "review-users"
+    users.write_text(f"sre:{hash_password('nobody logs in during this test')}\n")
+    review = replace(
+        healthy,
+        topic_labels=f"{healthy.topic_withdrawals}-labels",
+        topic_review_decisions=f"{healthy.topic_withdrawals}-review-decisions",
+        review_port=free_port(),
+        review_users_file=str(users),
+    )
+    r_inst = f"127.0.0.1:{review.review_port}"
+    (review_job,) = [j for j in config["scrape_configs"] if j["job_name"] == "detector-review"]
+    review_job["static_configs"] = [{"targets": [r_inst]}]
 
     with contextlib.ExitStack() as stack:
         # The broken worker's decisions topic refuses every verdict (see the module doc).
@@ -210,6 +228,10 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
         )
         healthy_proc = start_worker(healthy)
         start_worker(broken)
+        stack.callback(
+            delete_topics, bootstrap_servers, [s.name for s in review_topic_specs(review)]
+        )
+        stack.enter_context(running_review(review, tmp_path / "review.log"))
         prom = stack.enter_context(
             rd.running_prometheus(prometheus_bin, config, tmp_path / "prometheus")
         )
@@ -247,6 +269,8 @@ def test_dashboard_rules_and_alerts_on_live_prometheus(
         # It is not a down worker: scraped, and DetectorWorkerDown is quiet for it.
         assert scalar(prom, f'up{{instance="{b_inst}"}}') == 1.0
         assert not alerts(prom, "DetectorWorkerDown")
+        assert scalar(prom, f'up{{job="detector-review", instance="{r_inst}"}}') == 1.0
+        assert not alerts(prom, "DetectorReviewDown")
         # The broker really holds no verdict of it, while the healthy worker's are there.
         assert end_offsets(broken, broken.topic_decisions) == 0
         assert end_offsets(healthy, healthy.topic_decisions) > 0
