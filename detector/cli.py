@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from detector.config import Settings
 from detector.errors import ConfigError, DetectorError
@@ -244,18 +245,44 @@ def cmd_shadow_report(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from detector.offline.dataset import load_events
+    from detector.events import format_rfc3339, parse_rfc3339
+    from detector.offline.dataset import load_events, load_labels
     from detector.offline.replay import quality_report, replay, write_verdicts
 
     settings = Settings.from_env()
     model = settings.load_model(Path(args.model))
     events = load_events(Path(args.events))
-    result = replay(events, model, hold_seconds=settings.hold_seconds)
+    score_from = parse_rfc3339(args.score_from) if args.score_from else None
+    if args.warmup:
+        history = load_events(Path(args.warmup))
+        if score_from is None and events:
+            score_from = events[0].requested_at
+        events = sorted([*history, *events], key=lambda e: e.requested_at)
+    reports = load_labels(Path(args.labels)) if args.labels else []
+    feedback = settings.feedback()
+
+    def run(with_reports: bool) -> Any:
+        return replay(
+            events,
+            model,
+            hold_seconds=settings.hold_seconds,
+            reports=reports if with_reports else (),
+            feedback=feedback,
+            score_from=score_from,
+        )
+
+    result = run(True)
     if args.out:
         write_verdicts(result.verdicts, Path(args.out))
     report = quality_report(result.verdicts, result.labels)
     report["model_version"] = model.version
     report["events_per_second"] = round(result.events_per_second)
+    if score_from is not None:
+        report["scored_from"] = format_rfc3339(score_from)
+    if reports:
+        plain = run(False)
+        report["labels_applied"] = len(reports)
+        report["without_feedback"] = quality_report(plain.verdicts, plain.labels)
     if args.report:
         path = Path(args.report)
         path.write_text(json.dumps(report, indent=2) + "\n")
@@ -378,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="the worker's decisions over a JSONL file, no Kafka")
     p.add_argument("--events", required=True)
     p.add_argument("--model", required=True)
+    p.add_argument("--warmup", help="history JSONL: builds state, is not scored")
+    p.add_argument("--score-from", help="RFC 3339: earlier withdrawals only build state")
+    p.add_argument(
+        "--labels", help="labels JSONL: each applied at its reported_at (feedback backtest)"
+    )
     p.add_argument("--out")
     p.add_argument("--report")
     p.add_argument("--no-plots", action="store_true")

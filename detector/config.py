@@ -18,6 +18,7 @@ from detector.errors import ConfigError
 
 if TYPE_CHECKING:
     from detector.model import Model
+    from detector.pipeline import Feedback
 
 __all__ = [
     "DEFAULT_KAFKA_PORT",
@@ -247,6 +248,34 @@ class Settings:
             "accounts and destinations idle this long (event time) are forgotten (s)",
         ),
     )
+    feedback_cooldown_s: float = field(
+        default=86400.0,
+        metadata=_env(
+            "feedback_cooldown_s",
+            "after a fraud report on an account, its withdrawals are held this long (s)",
+        ),
+    )
+    feedback_report_s: float = field(
+        default=30 * 86400.0,
+        metadata=_env(
+            "feedback_report_s", "a destination reported as fraud stays reported this long (s)"
+        ),
+    )
+    feedback_reported_verdict: str = field(
+        default="refuse",
+        metadata=_env(
+            "feedback_reported_verdict",
+            "verdict for withdrawals to a reported destination: refuse or delay",
+        ),
+    )
+    feedback_release_s: float = field(
+        default=7 * 86400.0,
+        metadata=_env(
+            "feedback_release_s",
+            "after an analyst releases a held withdrawal, the same destination and amount "
+            "are not held again for this long (s)",
+        ),
+    )
     hold_seconds: int = field(
         default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")
     )
@@ -366,6 +395,10 @@ class Settings:
             raise ConfigError(f"store must be one of {sorted(_STORES)}, got {self.store!r}")
         if self.dedupe_window_s <= 0 or self.state_ttl_s <= 0:
             raise ConfigError("dedupe_window_s and state_ttl_s must be > 0")
+        if self.feedback_reported_verdict not in ("refuse", "delay"):
+            raise ConfigError("feedback_reported_verdict must be refuse or delay")
+        if min(self.feedback_cooldown_s, self.feedback_report_s, self.feedback_release_s) < 0:
+            raise ConfigError("feedback durations must be >= 0")
         if self.hold_seconds < 0:
             raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
         if not 0 < self.review_port < 65536:
@@ -383,6 +416,18 @@ class Settings:
             raise ConfigError(
                 f"log_level must be one of {sorted(_LOG_LEVELS)}, got {self.log_level!r}"
             )
+
+    def feedback(self) -> Feedback:
+        """What labels do to later withdrawals, from the DETECTOR_FEEDBACK_* settings."""
+        from detector.pipeline import Feedback
+
+        verdict: Any = self.feedback_reported_verdict
+        return Feedback(
+            cooldown_s=self.feedback_cooldown_s,
+            report_s=self.feedback_report_s,
+            release_s=self.feedback_release_s,
+            reported_verdict=verdict,
+        )
 
     def load_model(self, directory: Path | None = None) -> Model:
         """The verified model at ``directory`` (default ``model_dir``), signature required

@@ -43,6 +43,8 @@ __all__ = [
     "DestinationFeatures",
     "Reason",
     "account_step",
+    "apply_account_label",
+    "apply_destination_label",
     "destination_step",
     "feature_vector",
     "reason_detail",
@@ -147,6 +149,10 @@ class AccountFeatures(NamedTuple):
     usual_gap_s: float
     new_destination: bool
     near_limit_24h: int
+    # Feedback (labels): the account is in a cooldown after a fraud report; an analyst
+    # released a withdrawal of this size (USD) to this destination recently (0: none).
+    cooldown: bool = False
+    released_usd: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """By field name, so a reader of another version matches fields by name."""
@@ -166,6 +172,9 @@ class AccountFeatures(NamedTuple):
 class DestinationFeatures(NamedTuple):
     fan_in_24h: int
     fan_in_new_2h: int
+    # Feedback (labels): the destination was reported as fraud before this withdrawal.
+    reported: bool = False
+    reported_by: str = ""  # "<source> <label_id>" of the report
 
 
 @functools.lru_cache(maxsize=1 << 16)  # hot accounts and addresses repeat; 64k entries
@@ -276,6 +285,10 @@ def account_step(
     prev = ts[hi - 1] if hi > 0 else (last if last is not None and last <= t else None)
     gap = None if prev is None else t - prev
 
+    cooldown = st.get("cool", 0.0) > t
+    released = st.get("rel", {}).get(dkey)
+    released_usd = released[1] if released is not None and released[0] > t else 0.0
+
     # Positional: this runs once per withdrawal on the hot path (field order as declared).
     feats = AccountFeatures(
         usd,
@@ -292,6 +305,8 @@ def account_step(
         usual_gap,
         new_destination,
         near_limit_24h,
+        cooldown,
+        released_usd,
     )
 
     # Update in place: insert in time order, drop what left retention, keep lists bounded.
@@ -358,7 +373,57 @@ def destination_step(
         del lasts[0]
         if new:
             del news[bisect.bisect_left(news, new)]
+    report = st.get("rep")
+    if report is not None and report[3] <= t < report[0]:
+        return st, DestinationFeatures(fan_in, fan_in_new, True, f"{report[2]} {report[1]}")
     return st, DestinationFeatures(fan_in, fan_in_new)
+
+
+def apply_account_label(
+    state: dict[str, Any] | None,
+    label: Any,
+    *,
+    cooldown_s: float,
+    release_s: float,
+) -> dict[str, Any]:
+    """An account's state after a label about it (``detector.labels.Label``), in place.
+
+    ``fraud``: the account is compromised: its withdrawals are held for ``cooldown_s`` from
+    the report. ``legit`` (an analyst released a held withdrawal): its destination becomes
+    known, and withdrawals to it up to that amount are not held again for ``release_s``.
+    """
+    st = new_account_state() if state is None else upgrade_account_state(state)
+    t = float(label.reported_at)
+    if label.label == "fraud":
+        st["cool"] = max(float(st.get("cool", 0.0)), t + cooldown_s)
+        return st
+    st.pop("cool", None)  # an analyst vouched for the account
+    if label.destination is not None:
+        dkey = short_digest(label.destination)
+        st["known"][dkey] = max(t, st["known"].get(dkey, t))
+        seen = st.get("seen", {}).get(label.withdrawal_id) if label.withdrawal_id else None
+        usd = float(seen[1]) if seen is not None else 0.0  # seen: [t, *features], usd first
+        rel = st.setdefault("rel", {})
+        rel[dkey] = [t + release_s, max(usd, rel.get(dkey, [0.0, 0.0])[1])]
+        for key in [k for k, v in rel.items() if v[0] <= t]:
+            del rel[key]
+    return st
+
+
+def apply_destination_label(
+    state: dict[str, Any] | None, label: Any, *, report_s: float
+) -> dict[str, Any]:
+    """A destination's state after a label naming it, in place: ``fraud`` reports it (later
+    withdrawals to it are refused or held for ``report_s``), ``legit`` clears a report."""
+    st: dict[str, Any] = (
+        {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []} if state is None else state
+    )
+    t = float(label.reported_at)
+    if label.label == "fraud":
+        st["rep"] = [t + report_s, label.label_id, label.source, t]
+    else:
+        st.pop("rep", None)
+    return st
 
 
 def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -23,11 +24,13 @@ from detector.features import (
     AccountFeatures,
     DestinationFeatures,
     account_step,
+    apply_account_label,
+    apply_destination_label,
     destination_step,
     feature_vector,
 )
 from detector.model import Model
-from detector.policy import explain
+from detector.policy import Verdict, explain
 
 __all__ = [
     "DEDUPE_WINDOW_S",
@@ -36,9 +39,11 @@ __all__ = [
     "SCORE_DECIMALS",
     "Decider",
     "FeatureState",
+    "Feedback",
     "Pending",
     "Stages",
     "Store",
+    "apply_feedback",
     "feature_rows",
     "make_verdict",
     "remember",
@@ -77,6 +82,48 @@ class Store(Protocol):
     def __setitem__(self, key: str, value: Any, /) -> None: ...
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """What labels do to later withdrawals (settings: DETECTOR_FEEDBACK_*)."""
+
+    cooldown_s: float = 86400.0  # an account reported compromised is held this long
+    report_s: float = 30 * 86400.0  # a destination reported as fraud stays reported
+    release_s: float = 7 * 86400.0  # an analyst's release keeps that pattern unheld
+    reported_verdict: Verdict = "refuse"  # for withdrawals to a reported destination
+    release_margin: float = 1.5  # a released pattern covers amounts up to this multiple
+
+
+# Verdicts from mildest to strongest (a feedback rule can only make a verdict stronger).
+_STRENGTH = {"allow": 0, "delay": 1, "refuse": 2}
+
+
+def apply_feedback(
+    verdict: Verdict, reasons: list[dict[str, str]], item: Pending, feedback: Feedback
+) -> tuple[Verdict, list[dict[str, str]]]:
+    """The model's verdict after what labels said about the destination and the account."""
+    acc, dst = item.acc, item.dst
+    if dst.reported:
+        first = {
+            "code": "reported_destination",
+            "detail": f"destination reported as fraud ({dst.reported_by})",
+        }
+        stronger = max(verdict, feedback.reported_verdict, key=_STRENGTH.__getitem__)
+        return stronger, [first, *reasons]
+    if acc.cooldown:
+        first = {
+            "code": "account_cooldown",
+            "detail": "account reported compromised: its withdrawals are held for review",
+        }
+        return max(verdict, "delay", key=_STRENGTH.__getitem__), [first, *reasons]
+    if (
+        acc.released_usd
+        and verdict != "allow"
+        and acc.usd <= acc.released_usd * feedback.release_margin
+    ):
+        return "allow", []  # an analyst released this pattern (destination, amount) lately
+    return verdict, reasons
+
+
 class Stages:
     """The feature steps composed over three stores, idempotent by withdrawal_id.
 
@@ -95,11 +142,13 @@ class Stages:
         decided: Store,
         *,
         dedupe_window_s: float = DEDUPE_WINDOW_S,
+        feedback: Feedback | None = None,
     ) -> None:
         self.accounts = accounts
         self.destinations = destinations
         self.decided = decided
         self.dedupe_window_s = dedupe_window_s
+        self.feedback = Feedback() if feedback is None else feedback
 
     def account(self, event: Withdrawal) -> AccountFeatures:
         state = self.accounts.get(event.account_id)
@@ -127,6 +176,28 @@ class Stages:
     def step(self, event: Withdrawal) -> Pending:
         return self.destination(event, self.account(event))
 
+    # Labels (detector.labels.Label): the account's part on its stage, the destination's on
+    # its own; `label` does both (offline).
+
+    def account_label(self, label: Any) -> None:
+        if label.account_id is not None:
+            self.accounts[label.account_id] = apply_account_label(
+                self.accounts.get(label.account_id),
+                label,
+                cooldown_s=self.feedback.cooldown_s,
+                release_s=self.feedback.release_s,
+            )
+
+    def destination_label(self, label: Any) -> None:
+        if label.destination is not None and (label.label == "fraud" or label.account_id):
+            self.destinations[label.destination] = apply_destination_label(
+                self.destinations.get(label.destination), label, report_s=self.feedback.report_s
+            )
+
+    def label(self, label: Any) -> None:
+        self.account_label(label)
+        self.destination_label(label)
+
 
 def remember(
     state: dict[str, Any], event: Withdrawal, acc: AccountFeatures, window_s: float
@@ -148,8 +219,10 @@ class FeatureState(Stages):
     destinations: dict[str, dict[str, Any]]
     decided: dict[str, str]
 
-    def __init__(self, *, dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
-        super().__init__({}, {}, {}, dedupe_window_s=dedupe_window_s)
+    def __init__(
+        self, *, dedupe_window_s: float = DEDUPE_WINDOW_S, feedback: Feedback | None = None
+    ) -> None:
+        super().__init__({}, {}, {}, dedupe_window_s=dedupe_window_s, feedback=feedback)
 
 
 def feature_rows(events: Iterable[Withdrawal]) -> Iterator[Pending]:
@@ -162,9 +235,12 @@ def feature_rows(events: Iterable[Withdrawal]) -> Iterator[Pending]:
 class Decider:
     """Scores micro-batches with the compiled forest and applies the model's policy."""
 
-    def __init__(self, model: Model, *, hold_seconds: int) -> None:
+    def __init__(
+        self, model: Model, *, hold_seconds: int, feedback: Feedback | None = None
+    ) -> None:
         self.model = model
         self.hold_seconds = hold_seconds
+        self.feedback = Feedback() if feedback is None else feedback
         self._ordinary = model.ordinary
 
     def switch(self, model: Model) -> None:
@@ -212,11 +288,12 @@ class Decider:
         decided_at = format_rfc3339(time.time() if now is None else now)
         rounded = np.round(scores, SCORE_DECIMALS).tolist()
         for i in fresh:
+            verdict, why = apply_feedback(verdicts[i], reasons.get(i, []), items[i], self.feedback)
             out[i] = make_verdict(
                 items[i].event,
-                verdicts[i],
+                verdict,
                 rounded[i],
-                reasons.get(i, []),
+                why,
                 model_version=self.model.version,
                 hold_seconds=self.hold_seconds,
                 decided_at=decided_at,

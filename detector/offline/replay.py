@@ -17,9 +17,10 @@ import numpy as np
 
 from detector.events import Withdrawal
 from detector.features import AccountFeatures
+from detector.labels import Label
 from detector.model import Model
 from detector.offline.quality import Tally
-from detector.pipeline import Decider, FeatureState, Pending, verdict_text
+from detector.pipeline import Decider, FeatureState, Feedback, Pending, verdict_text
 
 __all__ = ["CHUNK", "ReplayResult", "quality_report", "replay", "write_verdicts"]
 
@@ -47,6 +48,9 @@ def replay(
     hold_seconds: int = 3600,
     now: float | None = None,
     destination_order: Sequence[str] | None = None,
+    reports: Sequence[Label] = (),
+    feedback: Feedback | None = None,
+    score_from: float | None = None,
 ) -> ReplayResult:
     """Decide every event (given in event-time order) as the worker would.
 
@@ -56,10 +60,16 @@ def replay(
     account's order); fan-in depends on the order in which payments *to one destination*
     reach its partition, which with several input partitions can differ from event time.
     Given that order, replay reproduces the worker exactly; verdicts come back in it.
+
+    ``reports`` (labels): each takes effect at its ``reported_at``, interleaved in event
+    time with the withdrawals, as in the worker (``feedback``: what they do).
+
+    ``score_from`` (epoch s): withdrawals before it only build state (a warm backtest:
+    history, then the period under test); only the later ones are decided and returned.
     """
     started = time.perf_counter()
-    decider = Decider(model, hold_seconds=hold_seconds)
-    state = FeatureState()
+    decider = Decider(model, hold_seconds=hold_seconds, feedback=feedback)
+    state = FeatureState(feedback=feedback)
     verdicts: list[dict[str, Any]] = []
     scores: list[np.ndarray] = []
     rows: list[np.ndarray] = []
@@ -76,7 +86,9 @@ def replay(
         rows.append(decider.last_rows)
         chunk.clear()
 
-    for item in _items(state, events, destination_order):
+    for item in _items(state, events, destination_order, reports):
+        if score_from is not None and item.event.requested_at < score_from:
+            continue  # warm-up: the state moved, nothing is decided
         chunk.append(item)
         labels.append(item.event.label)
         if len(chunk) >= CHUNK:
@@ -93,14 +105,25 @@ def replay(
 
 
 def _items(
-    state: FeatureState, events: Iterable[Withdrawal], destination_order: Sequence[str] | None
+    state: FeatureState,
+    events: Iterable[Withdrawal],
+    destination_order: Sequence[str] | None,
+    reports: Sequence[Label],
 ) -> Iterator[Pending]:
-    """Both stages in event-time order; or stage 1 in event-time order, then stage 2 in the
+    """Both stages in event-time order, labels applied at their ``reported_at`` (before a
+    withdrawal at the same instant); or stage 1 in event-time order, then stage 2 in the
     worker's destination order (every withdrawal must be in it)."""
     if destination_order is None:
+        pending = sorted(reports, key=lambda label: label.reported_at)
+        i = 0
         for event in events:
+            while i < len(pending) and pending[i].reported_at <= event.requested_at:
+                state.label(pending[i])
+                i += 1
             yield state.step(event)
         return
+    if reports:
+        raise ValueError("destination_order and reports cannot be combined")
     first: dict[str, tuple[Withdrawal, AccountFeatures]] = {}
     for event in events:
         acc = state.account(event)

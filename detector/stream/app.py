@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from detector.config import Settings
 from detector.errors import InvalidEvent
 from detector.events import Withdrawal, parse_withdrawal
+from detector.labels import Label, parse_label
 from detector.model import Model, ModelStore
 from detector.pipeline import Decider, Pending, Stages, verdict_text
 from detector.stream import compat
@@ -50,7 +51,7 @@ from detector.stream.logs import RateLimitedLog
 from detector.stream.metrics import DetectorMetrics
 from detector.stream.state import PartitionView, TableStore
 from detector.stream.topics import TopicSpec
-from detector.stream.wire import batch_records, decode_forwards, encode_item
+from detector.stream.wire import batch_records, decode_forwards, encode_item, encode_label
 
 __all__ = [
     "ACCOUNTS_TABLE",
@@ -62,6 +63,9 @@ __all__ = [
     "create_app",
     "topic_specs",
 ]
+
+# The worker consumes the labels topic: reports change later verdicts within seconds.
+FEEDBACK_LABELS = True
 
 log = logging.getLogger(__name__)
 # Per-record failures are logged at most a few times a minute (see RateLimitedLog).
@@ -87,6 +91,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     return [
         TopicSpec(settings.topic_withdrawals, n, rf),
+        TopicSpec(settings.topic_labels, n, rf),
         TopicSpec(settings.topic_decisions, n, rf),
         TopicSpec(settings.topic_dlq, n, rf),
         TopicSpec(settings.topic_decisions_shadow, n, rf),
@@ -159,6 +164,9 @@ def create_app(
 
     n = settings.partitions
     withdrawals = _raw_topic(app, settings.topic_withdrawals, n)
+    # Stage 1 reads the labels too (co-partitioned, keyed by account): an account's
+    # reports apply in its own state, in order with its withdrawals.
+    withdrawals_and_labels = _raw_topic(app, (settings.topic_withdrawals, settings.topic_labels), n)
     by_destination = _raw_topic(app, settings.topic_by_destination, n)
     decisions = _raw_topic(app, settings.topic_decisions, n)
     dlq = _raw_topic(app, settings.topic_dlq, n)
@@ -182,8 +190,11 @@ def create_app(
     account_view, destination_view = PartitionView(accounts), PartitionView(destinations)
     decided_view = _DecidedView(decided, clock)
     # The same composition replay uses, over the worker's tables.
-    stages = Stages(account_view, destination_view, decided_view, dedupe_window_s=window)
-    decider = Decider(model, hold_seconds=settings.hold_seconds)
+    feedback = settings.feedback()
+    stages = Stages(
+        account_view, destination_view, decided_view, dedupe_window_s=window, feedback=feedback
+    )
+    decider = Decider(model, hold_seconds=settings.hold_seconds, feedback=feedback)
     shadow: list[Decider] = []  # the challenger, when the control topic names one
     batch_within = settings.batch_within_ms / 1000.0
     # Per input partition: the newest event time seen (idle state expires against it).
@@ -237,15 +248,43 @@ def create_app(
             errors.warning("account stage failed on a record: %r", exc)
             return dead_letter(event, internal_error("the account stage", exc))
 
+    def label_item(event: Any, partition: int) -> Label | Record | None:
+        """Stage 1 for a label: its account part now; the label (to forward to its
+        destination's partition), a dead letter, or a copy re-keyed to its account."""
+        try:
+            label = parse_label(event.value or b"", key=event.key)
+        except InvalidEvent as exc:
+            return dead_letter(event, exc)
+        if label.account_id is not None:
+            home = _partition_of(label.account_id, n)
+            if home != partition:  # keyed by something else: apply it on the account's own
+                return Record(settings.topic_labels, label.account_id.encode(), event.value)
+            try:
+                stages.account_label(label)
+            except Exception as exc:
+                accounts.discard(label.account_id)
+                errors.warning("applying a label failed: %r", exc)
+                return dead_letter(event, internal_error("the account stage", exc))
+            metrics.observe_feedback_effect(clock() - label.reported_at)
+        return label if label.destination is not None else None
+
     async def account_batch(batch: list[Any]) -> None:
         compat.hold(batch)
         outbox: list[Record] = []
         forwards: dict[int, list[bytes]] = {}
         for event in batch:
             started = time.perf_counter()
-            metrics.observe_consumed()
             partition = int(event.message.partition)
             account_view.partition = partition
+            if event.message.topic == settings.topic_labels:
+                label = label_item(event, partition)
+                if isinstance(label, Record):
+                    outbox.append(label)
+                elif label is not None and label.destination is not None:
+                    dest = _partition_of(label.destination, n)
+                    forwards.setdefault(dest, []).append(encode_label(label))
+                continue
+            metrics.observe_consumed()
             got = account_item(event)
             if isinstance(got, Record):
                 outbox.append(got)
@@ -266,7 +305,7 @@ def create_app(
         compat.release(batch)
         health.record_progress(len(batch))
 
-    @app.agent(withdrawals, name="accounts")
+    @app.agent(withdrawals_and_labels, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async with _watched("accounts", health):
             async for batch in stream.take_events(settings.batch_max, within=batch_within):
@@ -280,7 +319,12 @@ def create_app(
             return [], [dead_letter(event, exc)]
         items: list[Pending] = []
         dead: list[Record] = []
-        for withdrawal, acc in forwarded:
+        for entry in forwarded:
+            if isinstance(entry, Label):
+                stages.destination_label(entry)
+                metrics.observe_feedback_effect(clock() - entry.reported_at)
+                continue
+            withdrawal, acc = entry
             try:
                 items.append(stages.destination(withdrawal, acc))
             except Exception as exc:
@@ -395,7 +439,11 @@ def create_app(
         if role == "active" and new is not None:
             decider.switch(new)
         elif role == "shadow":
-            shadow[:] = [] if new is None else [Decider(new, hold_seconds=settings.hold_seconds)]
+            shadow[:] = (
+                []
+                if new is None
+                else [Decider(new, hold_seconds=settings.hold_seconds, feedback=feedback)]
+            )
         metrics.set_model(None if new is None else new.version, role)
 
     switch = ModelSwitch(
@@ -559,10 +607,12 @@ def _sweep(
             store.delete(key, partition)
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
-    """A topic of raw bytes: we validate and encode ourselves (no `__faust` envelope)."""
+def _raw_topic(app: faust.App, name: str | tuple[str, ...], partitions: int) -> Any:
+    """A topic (or several) of raw bytes: we validate and encode ourselves (no `__faust`
+    envelope)."""
+    names = (name,) if isinstance(name, str) else name
     return app.topic(
-        name,
+        *names,
         partitions=partitions,
         key_type=bytes,
         value_type=bytes,

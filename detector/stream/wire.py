@@ -2,9 +2,11 @@
 
 Version 2 (written now) carries many withdrawals per Kafka record: everything one stage-1
 micro-batch sends to one destination partition, so stage 2 pays Faust's per-record cost
-once per batch rather than once per withdrawal::
+once per batch rather than once per withdrawal; labels naming a destination travel the
+same way, in order with the withdrawals::
 
-    {"v": 2, "items": [{"e": <withdrawal>, "a": <account features by name>}, ...]}
+    {"v": 2, "items": [{"e": <withdrawal>, "a": <account features by name>},
+                       {"l": <label>}, ...]}
 
 Readers accept every version: 2, 1 (``{"v": 1, "e": ..., "a": ...}``: one withdrawal) and 0
 (no ``v``; account features as a positional list). Unknown fields are ignored and features a
@@ -22,8 +24,16 @@ import orjson
 from detector.errors import InvalidEvent
 from detector.events import Withdrawal, validate_withdrawal
 from detector.features import AccountFeatures
+from detector.labels import Label, validate_label
 
-__all__ = ["MAX_RECORD_BYTES", "PAYLOAD_VERSION", "batch_records", "decode_forwards", "encode_item"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "PAYLOAD_VERSION",
+    "batch_records",
+    "decode_forwards",
+    "encode_item",
+    "encode_label",
+]
 
 PAYLOAD_VERSION = 2
 # Largest forward record (bytes): half the producer's 1 MiB request limit. Items are at
@@ -36,6 +46,11 @@ _TAIL = b"]}"
 def encode_item(event: Withdrawal, acc: AccountFeatures) -> bytes:
     """One withdrawal and its account features, as an element of a version-2 record."""
     return orjson.dumps({"e": event.to_json(), "a": acc.to_json()})
+
+
+def encode_label(label: Label) -> bytes:
+    """A label, as an element of a version-2 record."""
+    return orjson.dumps({"l": label.to_json()})
 
 
 def batch_records(items: list[bytes]) -> list[bytes]:
@@ -54,13 +69,16 @@ def batch_records(items: list[bytes]) -> list[bytes]:
     return records
 
 
-def decode_forwards(raw: bytes | None) -> list[tuple[Withdrawal, AccountFeatures]]:
-    """Every withdrawal of a stage-1 record of any version; InvalidEvent if it is not one."""
+def decode_forwards(raw: bytes | None) -> list[tuple[Withdrawal, AccountFeatures] | Label]:
+    """Every withdrawal and label of a stage-1 record of any version, in order;
+    InvalidEvent if it is not one."""
     try:
         doc = orjson.loads(raw or b"")
         entries: list[Any] = doc.get("items", [doc])
         return [
-            (validate_withdrawal(entry["e"]), AccountFeatures.from_json(entry["a"]))
+            validate_label(entry["l"])
+            if "l" in entry
+            else (validate_withdrawal(entry["e"]), AccountFeatures.from_json(entry["a"]))
             for entry in entries
         ]
     except InvalidEvent:

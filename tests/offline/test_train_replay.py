@@ -211,3 +211,33 @@ def test_replay_gives_a_repeated_withdrawal_its_first_verdict_and_state_once() -
     for event in (first, other, first):
         state.step(event)
     assert state.accounts[first.account_id]["n"] == 2  # the repeat changed nothing
+
+
+def test_replay_applies_labels_at_their_reported_at() -> None:
+    from detector.labels import Label
+
+    model = Model.load(DEFAULT_MODEL)
+    before = w(1, T0, 150.0, "bc1q-scam", account="acct-a")
+    after = w(2, T0 + 7200, 150.0, "bc1q-scam", account="acct-b")
+    report = Label.create(
+        label_id="r-1",
+        label="fraud",
+        source="chain_analytics",
+        reported_at=T0 + 3600,
+        destination="bc1q-scam",
+    )
+    plain = replay([before, after], model, now=T0)
+    fed = replay([before, after], model, now=T0, reports=[report])
+    assert [v["verdict"] for v in plain.verdicts] == ["allow", "allow"]
+    assert [v["verdict"] for v in fed.verdicts] == ["allow", "refuse"]  # only the later one
+    assert fed.verdicts[1]["reasons"][0]["code"] == "reported_destination"
+
+
+def test_a_warm_replay_scores_only_what_follows_the_warm_up() -> None:
+    model = Model.load(DEFAULT_MODEL)
+    history = habitual_history()
+    cold = replay(history[-5:], model, now=T0)
+    warm = replay(history, model, now=T0, score_from=history[-5].requested_at)
+    assert len(warm.verdicts) == 5
+    assert [v["withdrawal_id"] for v in warm.verdicts] == [e.withdrawal_id for e in history[-5:]]
+    assert [v["score"] for v in warm.verdicts] != [v["score"] for v in cold.verdicts]

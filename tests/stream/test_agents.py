@@ -65,12 +65,21 @@ class FakeKafka:
     record to the :class:`Sent` of its topic, by the names the tests use."""
 
     def __init__(self, settings: Settings) -> None:
-        names = ("by_destination", "decisions", "dlq", *(f"changelog:{t}" for t in TABLES))
+        names = (
+            "by_destination",
+            "decisions",
+            "dlq",
+            "labels",
+            "decisions_shadow",
+            *(f"changelog:{t}" for t in TABLES),
+        )
         self.sent = {name: Sent() for name in names}
         self._names = {
             settings.topic_by_destination: "by_destination",
             settings.topic_decisions: "decisions",
             settings.topic_dlq: "dlq",
+            settings.topic_labels: "labels",
+            settings.topic_decisions_shadow: "decisions_shadow",
             **{settings.changelog_topic(t): f"changelog:{t}" for t in TABLES},
         }
         self.order: list[str] = []  # the logical topic of every send, in order
