@@ -5,6 +5,8 @@
 * **stream** (the worker: Faust, aiokafka, Prometheus) never imports ``offline`` or
   ``local``, so the worker image needs neither scikit-learn nor matplotlib nor Maven;
 * **offline** (train, replay, evaluate, simulate) never imports ``stream`` or ``local``;
+* **client** (the wallet client: kafka-python) imports the core only, so a wallet service
+  needs neither Faust nor the lab nor Maven;
 * **local** (broker, demo, processes) may use everything; ``cli`` imports lazily.
 
 Imports inside functions count too: a lazy import is still a dependency.
@@ -21,9 +23,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "detector"
 CORE = {"config", "errors", "events", "features", "policy", "scoring", "model", "pipeline"}
 ENTRY = {"__init__", "__main__", "cli"}
-WINGS = {"stream", "offline", "local"}
+WINGS = {"stream", "offline", "local", "client"}
 # What each wing may import from the others (the core is always allowed).
-ALLOWED_WINGS = {"stream": set(), "offline": set(), "local": {"stream", "offline"}}
+ALLOWED_WINGS = {
+    "stream": set(),
+    "offline": set(),
+    "client": set(),
+    "local": {"stream", "offline", "client"},
+}
 STDLIB = set(sys.stdlib_module_names)
 # Third-party packages the core may use: numpy, and `cryptography` for the model artifact's
 # Ed25519 signatures (imported only when a key is configured).
@@ -103,3 +110,15 @@ def test_only_config_reads_the_environment() -> None:
             if reads:
                 offenders.append(f"{module}:{node.lineno}")
     assert offenders == [], "read settings through detector.config, not os.environ"
+
+
+def test_the_client_wing_needs_only_kafka_python_besides_the_core() -> None:
+    third_party: set[str] = set()
+    for module, path in _modules():
+        if _place(module) == "client":
+            third_party |= {
+                name.split(".")[0]
+                for name in _imports(path)
+                if name.split(".")[0] not in STDLIB and name.split(".")[0] != "detector"
+            }
+    assert third_party == {"kafka"}, "a wallet service installs the client without Faust"
