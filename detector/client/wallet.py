@@ -275,7 +275,7 @@ class WalletClient:
         self._decided: OrderedDict[str, tuple[str, ClientVerdict]] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._watched: set[int] = set()
-        self._requests: list[_Watch] = []
+        self._requests: dict[int, _Watch] = {}  # partition -> a request not served yet
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._closed = threading.Event()
@@ -349,10 +349,10 @@ class WalletClient:
         self._wake.set()
         with self._lock:
             waiting = list(self._pending.values())
-            requests, self._requests = self._requests, []
+            requests, self._requests = self._requests, {}
         for pending in waiting:
             pending.done.set()
-        for request in requests:
+        for request in requests.values():
             request.error = "the client is closed"
             request.done.set()
         self._reader.join(timeout_s)
@@ -414,9 +414,9 @@ class WalletClient:
         # Watch the account's decisions partition from an end offset taken before publishing.
         partition = decisions_partition(event.account_id, self._partitions)
         with self._lock:
-            request = None if partition in self._watched else _Watch(partition)
-            if request is not None:
-                self._requests.append(request)
+            request = None
+            if partition not in self._watched:  # ask the reader, or join a request under way
+                request = self._requests.setdefault(partition, _Watch(partition))
         if request is not None:
             self._wake.set()
             if not request.done.wait(left()):
@@ -525,16 +525,20 @@ class WalletClient:
         self._last_error = message
 
     def _serve_requests(self, source: DecisionSource) -> None:
+        # A request stays listed until it is served, so threads that need the same partition
+        # meanwhile join it instead of asking again.
         with self._lock:
-            requests, self._requests = self._requests, []
+            requests = list(self._requests.values())
         for request in requests:
             try:
                 source.start_at_end(request.partition)
             except Exception as exc:
                 request.error = f"{type(exc).__name__}: {exc}"
-            else:
-                with self._lock:
+            with self._lock:
+                if request.error is None:
                     self._watched.add(request.partition)
+                if self._requests.get(request.partition) is request:
+                    del self._requests[request.partition]
             request.done.set()
 
     def _on_verdict(self, raw: bytes) -> None:

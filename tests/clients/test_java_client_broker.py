@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -39,7 +40,8 @@ SOURCE = REPO / "deploy" / "clients" / "java" / "WalletClient.java"
 # API (no logging backend: slf4j falls back to its no-op logger, stdout stays the verdict).
 CLASSPATH_JARS = ("kafka-clients-", "slf4j-api-", "lz4-java-", "snappy-java-", "zstd-jni-")
 WORKER_DEADLINE_MS = 30_000
-STOPPED_DEADLINE_MS = 3_000
+STOPPED_DEADLINE_MS = 8_000  # long enough to publish first on a busy machine
+ANSWER_SLACK_MS = 2_000  # how late past its deadline the Java client may answer (busy CI)
 
 # Java's producer partitioner itself (BuiltInPartitioner.partitionForKey: what a keyed
 # ProducerRecord without a partition gets), one "<partitions>\t<key>" per stdin line.
@@ -176,15 +178,17 @@ def test_the_java_client_says_delay_when_no_worker_answers(
     stop_process(start_worker(settings))  # topics exist, nobody decides
     event = withdrawal("acct-java-stopped")
 
-    started = time.monotonic()
     proc = run_java(java_client, settings, event, STOPPED_DEADLINE_MS)
-    elapsed = time.monotonic() - started
 
     assert proc.returncode == 3, proc.stdout + proc.stderr
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert printed["verdict"] == "delay" and printed["reason"] == "client_timeout"
     assert printed["source"] == "client" and printed["withdrawal_id"] == event["withdrawal_id"]
-    assert elapsed < STOPPED_DEADLINE_MS / 1000 + 10  # JVM start and close on top
+    # Measured by the client from its start (a JVM's own start-up on a busy machine is not
+    # the client's deadline): the answer comes at the deadline, not after a long wait.
+    answered = re.search(r"answered after (\d+) ms \(deadline (\d+) ms\)", proc.stderr)
+    assert answered is not None, proc.stderr
+    assert STOPPED_DEADLINE_MS <= int(answered.group(1)) <= STOPPED_DEADLINE_MS + ANSWER_SLACK_MS
     (sent,) = records_of(settings, settings.topic_withdrawals, event["withdrawal_id"])
     assert sent.partition == murmur2_partition(b"acct-java-stopped", settings.partitions)
 
@@ -202,7 +206,8 @@ def test_the_java_client_without_a_decisions_topic_says_delay_with_client_error(
     withdrawals = [s for s in topic_specs(settings) if s.name == settings.topic_withdrawals]
     ensure_topics(bootstrap_servers, withdrawals)
     try:
-        proc = run_java(java_client, settings, withdrawal("acct-java-none"), STOPPED_DEADLINE_MS)
+        # A generous deadline: a missing topic is reported at once, not by timing out.
+        proc = run_java(java_client, settings, withdrawal("acct-java-none"), WORKER_DEADLINE_MS)
     finally:
         delete_topics(bootstrap_servers, [settings.topic_withdrawals])
     printed = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -591,6 +591,38 @@ def test_one_client_serves_many_threads(
     assert all(sink.published(f"w-{i}") == 1 for i in range(40))
 
 
+def test_threads_that_need_the_same_partition_share_one_watch_request(
+    kafka: tuple[FakeWithdrawals, FakeDecisions],
+) -> None:
+    sink, source = kafka
+    real_start = source.start_at_end
+
+    def slow_start(partition: int) -> None:  # a slow ListOffsets: requests pile up meanwhile
+        time.sleep(0.2)
+        real_start(partition)
+
+    source.start_at_end = slow_start  # type: ignore[method-assign]
+    accounts = [f"acct-{i}" for i in range(40)]
+    target = decisions_partition(accounts[0], PARTITIONS)
+    same = [a for a in accounts if decisions_partition(a, PARTITIONS) == target][:6]
+    with WalletClient(
+        "127.0.0.1:1", connect_withdrawals=lambda: sink, connect_decisions=lambda: source
+    ) as wallet:
+        results: list[ClientVerdict] = []
+        threads = [
+            threading.Thread(
+                target=lambda a=account: results.append(wallet.decide(withdrawal(a, a), 5.0))
+            )
+            for account in same
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert len(same) >= 3 and [r.source for r in results] == ["detector"] * len(same)
+    assert source.watched == [target]
+
+
 def test_close_turns_waiting_and_later_decides_into_delay(
     kafka: tuple[FakeWithdrawals, FakeDecisions],
 ) -> None:

@@ -52,64 +52,82 @@ public final class WalletClient {
     static final int EXIT_FAIL_SAFE = 3;
 
     public static void main(String[] argv) {
+        long started = System.nanoTime();
         Map<String, String> args;
         String withdrawal;
+        long deadlineMs;
         try {
             args = parseArgs(argv);
             withdrawal = withdrawalJson(args);
+            deadlineMs = Long.parseLong(args.getOrDefault("deadline-ms", "5000"));
         } catch (IllegalArgumentException e) {
             System.err.println("WalletClient: " + e.getMessage());
             System.exit(EXIT_USAGE);
             return;
         }
-        long deadline = System.nanoTime()
-                + TimeUnit.MILLISECONDS.toNanos(Long.parseLong(args.getOrDefault("deadline-ms", "5000")));
+        long deadline = started + TimeUnit.MILLISECONDS.toNanos(deadlineMs);
         String withdrawalId = args.get("withdrawal-id");
+        KafkaConsumer<String, String> consumer = null;
+        KafkaProducer<String, String> producer = null;
         Outcome outcome;
         try {
-            outcome = decide(args, withdrawal, deadline);
+            consumer = new KafkaConsumer<>(consumerConfig(args));
+            producer = new KafkaProducer<>(producerConfig(args, deadline));
+            outcome = decide(consumer, producer, args, withdrawal, deadline);
         } catch (Exception e) { // fail safe: anything at all is a delay, never an allow
             outcome = failSafe(withdrawalId, "client_error", e.getClass().getSimpleName() + ": " + e.getMessage());
         }
         if (outcome == null) {
             outcome = failSafe(withdrawalId, "client_timeout", "no verdict before the deadline");
         }
+        // Answer first, then close: the caller never waits for the clean-up.
         System.out.println(outcome.json());
         System.out.flush();
+        System.err.printf("WalletClient: answered after %d ms (deadline %d ms)%n",
+                TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started), deadlineMs);
+        if (producer != null) {
+            producer.close(Duration.ofMillis(500)); // a send still in flight is abandoned
+        }
+        if (consumer != null) {
+            consumer.close(); // no group: nothing to commit, nothing to wait for
+        }
         System.exit(outcome.failSafe() ? EXIT_FAIL_SAFE : EXIT_VERDICT);
     }
 
     /** What the client answers: a verdict document, and whether the client made it. */
     record Outcome(String json, boolean failSafe) {}
 
-    /** Publish, then wait for the verdict; null when the deadline passes first. */
-    static Outcome decide(Map<String, String> args, String withdrawal, long deadline) throws Exception {
-        String bootstrap = args.getOrDefault("bootstrap", "127.0.0.1:9092");
-        String withdrawals = args.getOrDefault("withdrawals", "withdrawals");
-        String decisions = args.getOrDefault("decisions", "decisions");
-        String withdrawalId = args.get("withdrawal-id");
-        String accountId = args.get("account-id");
-
+    static Properties consumerConfig(Map<String, String> args) {
         Properties c = new Properties();
-        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, args.getOrDefault("bootstrap", "127.0.0.1:9092"));
         c.put(ConsumerConfig.CLIENT_ID_CONFIG, "detector-java-wallet-client");
         c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false"); // no group: manual assignment
         c.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "50");
         c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        return c;
+    }
+
+    static Properties producerConfig(Map<String, String> args, long deadline) {
         Properties p = new Properties();
-        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, args.getOrDefault("bootstrap", "127.0.0.1:9092"));
         p.put(ProducerConfig.CLIENT_ID_CONFIG, "detector-java-wallet-client");
         p.put(ProducerConfig.ACKS_CONFIG, "all");
         p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(Math.max(remainingMs(deadline), 1)));
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        return p;
+    }
 
-        KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c);
-        KafkaProducer<String, String> producer = null;
+    /** Publish, then wait for the verdict; null when the deadline passes first. */
+    static Outcome decide(KafkaConsumer<String, String> consumer, KafkaProducer<String, String> producer,
+                          Map<String, String> args, String withdrawal, long deadline) throws Exception {
+        String withdrawals = args.getOrDefault("withdrawals", "withdrawals");
+        String decisions = args.getOrDefault("decisions", "decisions");
+        String withdrawalId = args.get("withdrawal-id");
+        String accountId = args.get("account-id");
         try {
-            producer = new KafkaProducer<>(p);
             // Verdicts are keyed by account_id: read only the partition the account hashes to,
             // from its end offset taken before publishing (nothing missed, nothing old read).
             List<PartitionInfo> parts = consumer.partitionsFor(decisions, Duration.ofMillis(remainingMs(deadline)));
@@ -156,12 +174,6 @@ public final class WalletClient {
             throw new IllegalStateException("publishing failed: " + e.getCause(), e);
         } catch (TimeoutException | org.apache.kafka.common.errors.TimeoutException e) {
             return null; // deadline passed while connecting or publishing
-        } finally {
-            // Bounded closes: a send still in flight must not hold the answer back for long.
-            if (producer != null) {
-                producer.close(Duration.ofMillis(500));
-            }
-            consumer.close(); // no group: nothing to commit, nothing to wait for
         }
     }
 
