@@ -288,6 +288,13 @@ class Settings:
     kafka_heap: str = field(
         default="768m", metadata=_env("kafka_heap", "JVM heap of the local broker")
     )
+    kafka_version: str = field(
+        default="3.9.1",
+        metadata=_env(
+            "kafka_version",
+            "Apache Kafka version of the local broker, 3.x or 4.x (resolved from Maven Central)",
+        ),
+    )
     log_level: str = field(default="info", metadata=_env("log_level", "worker log level"))
 
     @classmethod

@@ -1,11 +1,22 @@
-"""A real single-node Apache Kafka 3.9 broker (KRaft), run from Maven Central jars; no Docker.
+"""A real single-node Apache Kafka broker (KRaft), run from Maven Central jars; no Docker.
 
-Backs ``detector kafka start|stop|status``. Linux only (it reads ``/proc``).
+Backs ``detector kafka start|stop|status``. Linux only (it reads ``/proc``). The version is
+``DETECTOR_KAFKA_VERSION`` (default 3.9.1); 3.x and 4.x differ only in the logging backend:
 
-Jars: Maven resolves ``broker_files/pom.xml`` (the broker plus its reload4j logging backend)
-once into ``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` when
-``XDG_CACHE_HOME`` is unset; that is the XDG convention, not a detector setting). A marker
-file holding the pom's SHA-256 makes later starts skip Maven, and work offline.
+=========  =====================================  ==========================================
+version    Maven profile (logging backend)        logging config passed to the JVM
+=========  =====================================  ==========================================
+3.x        ``kafka3``: slf4j-reload4j             ``-Dlog4j.configuration=log4j.properties``
+4.x        ``kafka4``: log4j-slf4j-impl + core    ``-Dlog4j2.configurationFile=log4j2.properties``
+=========  =====================================  ==========================================
+
+Both run ``kafka.tools.StorageTool format`` once per data dir and then ``kafka.Kafka`` with
+the same ``server.properties`` (static ``controller.quorum.voters``, KRaft only).
+
+Jars: Maven resolves ``broker_files/pom.xml`` for that version and profile once into
+``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (``~/.cache`` when ``XDG_CACHE_HOME`` is
+unset; that is the XDG convention, not a detector setting). A marker file holding the SHA-256
+of the pom, version and profile makes later starts skip Maven, and work offline.
 
 Everything else lives under ``<DETECTOR_DATA_DIR>/kafka/``::
 
@@ -14,6 +25,7 @@ Everything else lives under ``<DETECTOR_DATA_DIR>/kafka/``::
     data/               log.dirs; data/meta.properties marks a formatted dir
     broker.log          the JVM's stdout and stderr (log4j console appender); .1 = previous run
     broker.pid          pid of the broker JVM
+    version             the Kafka version the data dir was formatted with
 
 "Ready" means a kafka-python admin client fetched cluster metadata listing a broker, not merely
 that the port accepts connections. A pid is only ever signalled after ``/proc/<pid>/cmdline``
@@ -45,9 +57,12 @@ from detector.stream.topics import admin_client, quiet_kafka_logging
 
 __all__ = [
     "FILES_DIR",
+    "SUPPORTED_MAJORS",
     "BrokerPaths",
+    "BrokerRuntime",
     "KafkaStatus",
     "broker_paths",
+    "broker_runtime",
     "jar_cache_dir",
     "render_server_properties",
     "resolve_jars",
@@ -64,12 +79,15 @@ Log = Callable[[str], None]
 FILES_DIR = Path(__file__).resolve().parent / "broker_files"
 _POM = FILES_DIR / "pom.xml"
 _TEMPLATE = FILES_DIR / "server.properties.template"
-_LOG4J = FILES_DIR / "log4j.properties"
+_LOG4J = FILES_DIR / "log4j.properties"  # Kafka 3.x (reload4j)
+_LOG4J2 = FILES_DIR / "log4j2.properties"  # Kafka 4.x (log4j2)
 
 _BROKER_MAIN = "kafka.Kafka"  # main class; also how /proc/<pid>/cmdline identifies our broker
 _STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
 _JARS_MARKER = ".complete"  # written into the lib dir after a successful copy: the pom's sha256
 _HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")  # -Xmx syntax; anything else is refused
+_VERSION_RE = re.compile(r"^([0-9]+)\.([0-9]+)\.([0-9]+)$")  # a release like 3.9.1 or 4.4.0
+SUPPORTED_MAJORS = (3, 4)  # Kafka 3.x (KRaft) and 4.x (KRaft only)
 _JVM_FLAGS = (
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",  # ms; Kafka's own kafka-run-class default
@@ -98,6 +116,7 @@ class BrokerPaths:
     log_file: Path
     pid_file: Path
     cluster_id_file: Path
+    version_file: Path
 
 
 def broker_paths(settings: Settings) -> BrokerPaths:
@@ -109,7 +128,37 @@ def broker_paths(settings: Settings) -> BrokerPaths:
         log_file=root / "broker.log",
         pid_file=root / "broker.pid",
         cluster_id_file=root / "cluster.id",
+        version_file=root / "version",
     )
+
+
+@dataclass(frozen=True)
+class BrokerRuntime:
+    """How one Kafka version is resolved and started: its Maven profile and logging flag."""
+
+    version: str
+    major: int
+    maven_profile: str
+    logging_flag: str  # the JVM system property that points the backend at our config
+
+
+def broker_runtime(version: str) -> BrokerRuntime:
+    """The runtime of Kafka ``version`` (``DETECTOR_KAFKA_VERSION``); anything but a 3.x or
+    4.x release number raises :class:`KafkaSetupError`."""
+    match = _VERSION_RE.match(version.strip())
+    if match is None:
+        raise KafkaSetupError(
+            f"DETECTOR_KAFKA_VERSION={version!r} is not a Kafka release number like 4.4.0"
+        )
+    major = int(match.group(1))
+    if major not in SUPPORTED_MAJORS:
+        raise KafkaSetupError(
+            f"DETECTOR_KAFKA_VERSION={version!r}: the local broker runs Kafka "
+            f"{' or '.join(f'{m}.x' for m in SUPPORTED_MAJORS)} (KRaft), not {major}.x"
+        )
+    if major == 3:
+        return BrokerRuntime(version.strip(), 3, "kafka3", f"-Dlog4j.configuration=file:{_LOG4J}")
+    return BrokerRuntime(version.strip(), major, "kafka4", f"-Dlog4j2.configurationFile={_LOG4J2}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +171,7 @@ class KafkaStatus:
     bootstrap: str
     data_dir: Path
     log_file: Path
+    version: str = ""  # the running broker's Kafka version ("" when not running or unknown)
 
     def __str__(self) -> str:
         if not self.running:
@@ -130,8 +180,9 @@ class KafkaStatus:
                 f"data {self.data_dir}; log {self.log_file})"
             )
         health = "ready" if self.ready else "NOT ready (starting, or unhealthy: see the log)"
+        kafka = f"kafka {self.version}" if self.version else "kafka"
         return (
-            f"kafka: running, {health}, at {self.bootstrap} "
+            f"{kafka}: running, {health}, at {self.bootstrap} "
             f"(pid {self.pid}; data {self.data_dir}; log {self.log_file})"
         )
 
@@ -141,13 +192,6 @@ def _local_bootstrap(settings: Settings) -> str:
 
 
 # --------------------------------------------------------------------------- jars (Maven)
-
-
-def _pom_kafka_version(pom: Path) -> str:
-    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom.read_text())
-    if match is None:
-        raise KafkaSetupError(f"{pom} has no <kafka.version> property")
-    return match.group(1)
 
 
 def jar_cache_dir(version: str) -> Path:
@@ -187,17 +231,17 @@ def resolve_jars(settings: Settings, *, log: Log = print) -> Path:
     """Return the directory holding the broker's runtime jars, running Maven if needed.
 
     The jars are cached in ``$XDG_CACHE_HOME/detector/kafka-<version>/lib`` (default
-    ``~/.cache/...``), ``<version>`` being the pom's ``kafka.version``. Maven is skipped when
-    the cache's marker file matches the current pom. ``settings`` is accepted for symmetry with
-    the other commands; the cache does not depend on it.
+    ``~/.cache/...``), ``<version>`` being ``settings.kafka_version``. Maven is skipped when
+    the cache's marker file matches the current pom, version and profile. Only the version is
+    read from ``settings``: the cache is per machine, not per data dir.
     """
-    del settings  # the jar cache is per machine, not per data dir
+    runtime = broker_runtime(settings.kafka_version)
     if not _POM.is_file():
         raise KafkaSetupError(
             f"{_POM} not found: `detector kafka` runs from a clone of the repository"
         )
-    digest = hashlib.sha256(_POM.read_bytes()).hexdigest()
-    version = _pom_kafka_version(_POM)
+    version = runtime.version
+    digest = _jars_digest(runtime)
     lib = jar_cache_dir(version)
     marker = lib / _JARS_MARKER
     if marker.is_file() and marker.read_text().strip() == digest:
@@ -216,6 +260,8 @@ def resolve_jars(settings: Settings, *, log: Log = print) -> Path:
         "-Dstyle.color=never",
         "-f",
         str(_POM),
+        f"-Dkafka.version={version}",
+        f"-P{runtime.maven_profile}",
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
@@ -236,11 +282,28 @@ def resolve_jars(settings: Settings, *, log: Log = print) -> Path:
             f"{' '.join(cmd)}\n--- last lines of Maven's output ---\n{output}",
             retriable=True,
         )
-    shutil.rmtree(lib, ignore_errors=True)
-    staging.rename(lib)
+    if lib.is_dir() and _jar_listing(lib) == _jar_listing(staging):
+        # Same jars as before (only the marker was stale, e.g. a pom edit that changes nothing
+        # for this version): keep the files in place, a broker running from them is untouched.
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        shutil.rmtree(lib, ignore_errors=True)
+        staging.rename(lib)
     (lib / _JARS_MARKER).write_text(digest + "\n")
     log(f"kafka: {len(list(lib.glob('*.jar')))} jars cached in {lib}")
     return lib
+
+
+def _jar_listing(directory: Path) -> dict[str, int]:
+    """``{jar name: size}`` of a jar directory."""
+    return {jar.name: jar.stat().st_size for jar in directory.glob("*.jar")}
+
+
+def _jars_digest(runtime: BrokerRuntime) -> str:
+    """What the jar cache's marker holds: the pom, the version and the profile, hashed."""
+    digest = hashlib.sha256(_POM.read_bytes())
+    digest.update(f"\0{runtime.version}\0{runtime.maven_profile}".encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- configuration
@@ -274,11 +337,31 @@ def _new_cluster_id() -> str:
             return cid
 
 
-def _java_base(java: str, lib: Path) -> list[str]:
-    return [java, f"-Dlog4j.configuration=file:{_LOG4J}", "-cp", f"{lib}/*"]
+def _java_base(java: str, lib: Path, runtime: BrokerRuntime) -> list[str]:
+    return [java, runtime.logging_flag, "-cp", f"{lib}/*"]
 
 
-def _format_storage(paths: BrokerPaths, java: str, lib: Path, log: Log) -> None:
+def _check_data_dir_version(paths: BrokerPaths, runtime: BrokerRuntime) -> None:
+    """Refuse to start Kafka ``runtime.version`` on a data dir another major version wrote.
+
+    A 3.x data dir cannot go back after a 4.x broker upgraded its metadata, and mixing them
+    in tests is always a mistake: separate versions get separate DETECTOR_DATA_DIRs.
+    """
+    formatted = _read_text(paths.version_file)
+    if formatted is None or not (paths.log_dirs / "meta.properties").is_file():
+        return
+    previous = formatted.strip()
+    match = _VERSION_RE.match(previous)
+    if match is not None and int(match.group(1)) != runtime.major:
+        raise KafkaSetupError(
+            f"{paths.log_dirs} was formatted by Kafka {previous}, not {runtime.major}.x: use "
+            f"another DETECTOR_DATA_DIR for Kafka {runtime.version} (or delete {paths.root})"
+        )
+
+
+def _format_storage(
+    paths: BrokerPaths, java: str, lib: Path, runtime: BrokerRuntime, log: Log
+) -> None:
     if (paths.log_dirs / "meta.properties").is_file():
         return
     if paths.cluster_id_file.is_file():
@@ -286,9 +369,9 @@ def _format_storage(paths: BrokerPaths, java: str, lib: Path, log: Log) -> None:
     else:
         cluster_id = _new_cluster_id()
         paths.cluster_id_file.write_text(cluster_id + "\n")
-    log(f"kafka: formatting {paths.log_dirs} (KRaft cluster id {cluster_id})")
+    log(f"kafka: formatting {paths.log_dirs} (Kafka {runtime.version}, cluster id {cluster_id})")
     cmd = [
-        *_java_base(java, lib),
+        *_java_base(java, lib, runtime),
         "-Xmx256m",  # StorageTool is tiny; do not reserve the broker's heap
         _STORAGE_TOOL_MAIN,
         "format",
@@ -308,6 +391,7 @@ def _format_storage(paths: BrokerPaths, java: str, lib: Path, log: Log) -> None:
             f"StorageTool format failed (exit {proc.returncode}): {' '.join(cmd)}\n"
             + _tail(proc.stdout + proc.stderr, _LOG_TAIL_LINES)
         )
+    paths.version_file.write_text(runtime.version + "\n")
 
 
 # --------------------------------------------------------------------------- processes
@@ -390,12 +474,23 @@ def _check_port_free(port: int, role: str) -> None:
             ) from exc
 
 
-def _spawn_broker(paths: BrokerPaths, java: str, lib: Path, heap: str) -> int:
+def _running_version(pid: int) -> str | None:
+    """The Kafka version a running broker was started with (from its ``-cp`` jar cache dir)."""
+    for arg in _cmdline(pid):
+        match = re.search(r"/kafka-([0-9][^/]*)/lib/\*$", arg)
+        if match is not None:
+            return match.group(1)
+    return None
+
+
+def _spawn_broker(
+    paths: BrokerPaths, java: str, lib: Path, runtime: BrokerRuntime, heap: str
+) -> int:
     """Start the broker JVM in its own session, output appended to broker.log; return its pid."""
     if paths.log_file.exists():
         paths.log_file.replace(paths.log_file.with_name(paths.log_file.name + ".1"))
     argv = [
-        *_java_base(java, lib),
+        *_java_base(java, lib, runtime),
         f"-Xms{heap}",
         f"-Xmx{heap}",
         *_JVM_FLAGS,
@@ -484,6 +579,7 @@ def status(settings: Settings) -> KafkaStatus:
         bootstrap=bootstrap,
         data_dir=paths.root.parent,
         log_file=paths.log_file,
+        version=(_running_version(pid) or "") if pid is not None else "",
     )
 
 
@@ -506,6 +602,7 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
     heap = settings.kafka_heap.strip()
     if not _HEAP_RE.match(heap):
         raise KafkaSetupError(f"DETECTOR_KAFKA_HEAP={heap!r} is not a JVM size like 768m or 1g")
+    runtime = broker_runtime(settings.kafka_version)
 
     running = _find_broker_pid(paths)
     if running is not None:
@@ -513,6 +610,12 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
             raise KafkaSetupError(
                 f"the broker of {paths.root} (pid {running}) runs with other settings than the "
                 f"current ones (ports?); run `detector kafka stop` first"
+            )
+        running_version = _running_version(running)
+        if running_version not in (None, runtime.version):
+            raise KafkaSetupError(
+                f"the broker of {paths.root} (pid {running}) runs Kafka {running_version}, not "
+                f"DETECTOR_KAFKA_VERSION={runtime.version}; run `detector kafka stop` first"
             )
         log(f"kafka: already running (pid {running}) at {bootstrap}; data {paths.root}")
         try:
@@ -525,18 +628,22 @@ def start(settings: Settings, *, log: Log = print, timeout: float = 90.0) -> boo
         paths.pid_file.unlink()
 
     properties = render_server_properties(settings)  # validates the ports differ
+    _check_data_dir_version(paths, runtime)
     _check_port_free(settings.kafka_port, "DETECTOR_KAFKA_PORT")
     _check_port_free(settings.kafka_controller_port, "DETECTOR_KAFKA_CONTROLLER_PORT")
     lib = resolve_jars(settings, log=log)
     java = _require_tool("java", "openjdk-17-jre-headless")
     paths.log_dirs.mkdir(parents=True, exist_ok=True)
     paths.properties.write_text(properties)
-    _format_storage(paths, java, lib, log)
+    _format_storage(paths, java, lib, runtime, log)
 
     started = time.monotonic()
-    pid = _spawn_broker(paths, java, lib, heap)
+    pid = _spawn_broker(paths, java, lib, runtime, heap)
     paths.pid_file.write_text(f"{pid}\n")
-    log(f"kafka: started pid {pid} (heap {heap}); waiting up to {timeout:.0f}s for {bootstrap}")
+    log(
+        f"kafka: started Kafka {runtime.version} pid {pid} (heap {heap}); "
+        f"waiting up to {timeout:.0f}s for {bootstrap}"
+    )
     try:
         _wait_ready(bootstrap, timeout, alive=lambda: pid_alive(pid))
     except KafkaSetupError as exc:

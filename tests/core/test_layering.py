@@ -7,6 +7,8 @@
 * **offline** (train, replay, evaluate, simulate) never imports ``stream`` or ``local``;
 * **review** (the analysts' queue: aiohttp, aiokafka) never imports ``offline`` or ``local``,
   and of ``stream`` only ``metrics`` (all metrics live there) and ``topics`` (topic creation);
+* **client** (the wallet client: kafka-python) imports the core only, so a wallet service
+  needs neither Faust nor the lab nor Maven;
 * **local** (broker, demo, processes) may use everything; ``cli`` imports lazily.
 
 Imports inside functions count too: a lazy import is still a dependency.
@@ -33,13 +35,14 @@ CORE = {
     "pipeline",
 }
 ENTRY = {"__init__", "__main__", "cli"}
-WINGS = {"stream", "offline", "local", "review"}
+WINGS = {"stream", "offline", "local", "review", "client"}
 # What each wing may import from the others (the core is always allowed).
 ALLOWED_WINGS = {
     "stream": set(),
     "offline": set(),
-    "local": {"stream", "offline"},
+    "local": {"stream", "offline", "client"},
     "review": {"stream"},
+    "client": set(),
 }
 # Where a wing may use another only in part: the modules it may import.
 ALLOWED_MODULES = {("review", "stream"): {"detector.stream.metrics", "detector.stream.topics"}}
@@ -126,3 +129,15 @@ def test_only_config_reads_the_environment() -> None:
             if reads:
                 offenders.append(f"{module}:{node.lineno}")
     assert offenders == [], "read settings through detector.config, not os.environ"
+
+
+def test_the_client_wing_needs_only_kafka_python_besides_the_core() -> None:
+    third_party: set[str] = set()
+    for module, path in _modules():
+        if _place(module) == "client":
+            third_party |= {
+                name.split(".")[0]
+                for name in _imports(path)
+                if name.split(".")[0] not in STDLIB and name.split(".")[0] != "detector"
+            }
+    assert third_party == {"kafka"}, "a wallet service installs the client without Faust"

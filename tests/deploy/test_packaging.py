@@ -55,6 +55,6 @@ def test_the_wheel_ships_the_local_broker_files(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("pom.xml", "server.properties.template", "log4j.properties"):
+    for name in ("pom.xml", "server.properties.template", "log4j.properties", "log4j2.properties"):
         assert f"detector/local/broker_files/{name}" in names, name
     assert "detector/stream/app.py" in names and "detector/offline/simulate/world.py" in names

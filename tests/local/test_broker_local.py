@@ -26,6 +26,7 @@ from detector.local import broker, process
 from detector.stream.compat import import_kafka
 from detector.stream.topics import (
     TopicSpec,
+    admin_client,
     delete_topics,
     ensure_topics,
 )
@@ -60,6 +61,8 @@ def _settings(data_dir: Path, **overrides: object) -> Settings:
         "kafka_controller_port": controller_port,
         "kafka_heap": "512m",
         "bootstrap_servers": f"127.0.0.1:{kafka_port}",
+        # The version under test: DETECTOR_KAFKA_VERSION (the 4.x CI leg sets it).
+        "kafka_version": Settings.from_env().kafka_version,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -129,8 +132,43 @@ def test_cluster_id_looks_like_a_kafka_uuid() -> None:
 
 
 def test_log4j_and_template_ship_with_the_pom() -> None:
-    for name in ("pom.xml", "server.properties.template", "log4j.properties"):
+    for name in ("pom.xml", "server.properties.template", "log4j.properties", "log4j2.properties"):
         assert (broker.FILES_DIR / name).is_file(), name
+
+
+def test_kafka_3_logs_through_reload4j_and_kafka_4_through_log4j2() -> None:
+    three, four = broker.broker_runtime("3.9.1"), broker.broker_runtime("4.4.0")
+    assert (three.major, three.maven_profile) == (3, "kafka3")
+    assert three.logging_flag == f"-Dlog4j.configuration=file:{broker.FILES_DIR}/log4j.properties"
+    assert (four.major, four.maven_profile) == (4, "kafka4")
+    log4j2 = broker.FILES_DIR / "log4j2.properties"
+    assert four.logging_flag == f"-Dlog4j2.configurationFile={log4j2}"
+    pom = (broker.FILES_DIR / "pom.xml").read_text()
+    for profile in ("<id>kafka3</id>", "<id>kafka4</id>", "slf4j-reload4j", "log4j-slf4j-impl"):
+        assert profile in pom
+
+
+def test_the_poms_default_version_is_the_settings_default() -> None:
+    pom = (broker.FILES_DIR / "pom.xml").read_text()
+    assert f"<kafka.version>{Settings().kafka_version}</kafka.version>" in pom
+
+
+@pytest.mark.parametrize("version", ["2.8.2", "5.0.0", "4.4", "latest", "4.4.0; rm -rf /"])
+def test_a_kafka_version_other_than_a_3_or_4_release_is_refused(version: str) -> None:
+    with pytest.raises(KafkaSetupError, match="DETECTOR_KAFKA_VERSION"):
+        broker.broker_runtime(version)
+
+
+def test_a_data_dir_formatted_by_another_major_version_is_refused(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, kafka_version="4.4.0")
+    paths = broker.broker_paths(settings)
+    paths.log_dirs.mkdir(parents=True)
+    (paths.log_dirs / "meta.properties").write_text("version=1\n")
+    paths.version_file.write_text("3.9.1\n")
+    with pytest.raises(KafkaSetupError, match=r"formatted by Kafka 3\.9\.1, not 4\.x"):
+        broker.start(settings, log=_Logs())
+    paths.version_file.write_text("4.3.1\n")  # same major: a minor upgrade is allowed
+    broker._check_data_dir_version(paths, broker.broker_runtime("4.4.0"))
 
 
 # --------------------------------------------------------------------------- jars
@@ -148,12 +186,20 @@ def test_jar_cache_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.Mo
 def test_complete_jar_cache_skips_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no mvn, no java: must not be needed
-    pom = broker.FILES_DIR / "pom.xml"
-    lib = broker.jar_cache_dir(broker._pom_kafka_version(pom))
+    settings = Settings()
+    runtime = broker.broker_runtime(settings.kafka_version)
+    lib = broker.jar_cache_dir(settings.kafka_version)
     lib.mkdir(parents=True)
-    (lib / ".complete").write_text(hashlib.sha256(pom.read_bytes()).hexdigest() + "\n")
+    (lib / ".complete").write_text(broker._jars_digest(runtime) + "\n")
 
-    assert broker.resolve_jars(Settings()) == lib
+    assert broker.resolve_jars(settings) == lib
+
+
+def test_each_kafka_version_has_its_own_jar_cache_marker() -> None:
+    pom = (broker.FILES_DIR / "pom.xml").read_bytes()
+    digests = {broker._jars_digest(broker.broker_runtime(v)) for v in ("3.9.1", "3.9.2", "4.4.0")}
+    assert len(digests) == 3
+    assert hashlib.sha256(pom).hexdigest() not in digests  # a marker of the old layout reruns
 
 
 def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,31 +232,65 @@ def test_maven_failure_quotes_its_output(tmp_path: Path, monkeypatch: pytest.Mon
     assert not any((tmp_path / "cache").rglob("*.jar"))
 
 
-def test_jars_are_copied_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    version = broker._pom_kafka_version(broker.FILES_DIR / "pom.xml")
+@pytest.mark.parametrize(("version", "profile"), [("3.9.1", "kafka3"), ("4.4.0", "kafka4")])
+def test_jars_are_copied_once(
+    version: str, profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = tmp_path / "mvn-calls"
-    # A stand-in Maven: records the call, "copies" the broker jar into -DoutputDirectory.
+    # A stand-in Maven: records its arguments, "copies" the broker jar into -DoutputDirectory.
     _fake_tools(
         tmp_path / "bin",
-        f'echo x >> {calls}\nfor a in "$@"; do case "$a" in -DoutputDirectory=*) '
+        f'echo "$@" >> {calls}\nfor a in "$@"; do case "$a" in -DoutputDirectory=*) '
         f'd="${{a#-DoutputDirectory=}}"; mkdir -p "$d"; touch "$d/kafka_2.13-{version}.jar";; '
         "esac; done",
     )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    settings = Settings(kafka_version=version)
 
-    lib = broker.resolve_jars(Settings(), log=_Logs())
+    lib = broker.resolve_jars(settings, log=_Logs())
+    assert lib == broker.jar_cache_dir(version)
     assert (lib / f"kafka_2.13-{version}.jar").is_file() and (lib / ".complete").is_file()
-    assert broker.resolve_jars(Settings(), log=_Logs()) == lib
-    assert calls.read_text().count("x") == 1  # the second call used the cache
+    assert broker.resolve_jars(settings, log=_Logs()) == lib
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 1  # the second call used the cache
+    assert f"-Dkafka.version={version}" in lines[0].split()
+    assert f"-P{profile}" in lines[0].split()
     assert [p.name for p in lib.parent.iterdir()] == ["lib"]  # no staging dir left behind
+
+
+def test_a_rerun_that_resolves_the_same_jars_leaves_them_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = Settings().kafka_version
+    _fake_tools(
+        tmp_path / "bin",
+        'for a in "$@"; do case "$a" in -DoutputDirectory=*) '
+        f'd="${{a#-DoutputDirectory=}}"; mkdir -p "$d"; '
+        f'printf jar > "$d/kafka_2.13-{version}.jar";; '
+        "esac; done",
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    lib = broker.jar_cache_dir(version)
+    lib.mkdir(parents=True)
+    jar = lib / f"kafka_2.13-{version}.jar"
+    jar.write_text("jar")  # what a running broker has open
+    (lib / ".complete").write_text("digest-of-an-older-pom\n")
+    inode = jar.stat().st_ino
+
+    assert broker.resolve_jars(Settings(), log=_Logs()) == lib
+    assert jar.stat().st_ino == inode  # not replaced: the same file
+    assert (lib / ".complete").read_text().strip() == broker._jars_digest(
+        broker.broker_runtime(version)
+    )
+    assert [p.name for p in lib.parent.iterdir()] == ["lib"]
 
 
 def test_stale_pom_digest_reruns_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    pom = broker.FILES_DIR / "pom.xml"
-    lib = broker.jar_cache_dir(broker._pom_kafka_version(pom))
+    lib = broker.jar_cache_dir(Settings().kafka_version)
     lib.mkdir(parents=True)
     (lib / ".complete").write_text("digest-of-an-older-pom\n")
     with pytest.raises(KafkaSetupError, match="not found on PATH"):
@@ -495,3 +575,41 @@ def test_ensure_topics_creates_only_the_missing_ones(
         assert created == [new]
     finally:
         delete_topics(bootstrap_servers, [new, "test-never-existed-" + uuid.uuid4().hex])
+
+
+@pytest.mark.broker
+def test_faust_creates_a_topic_on_this_broker(bootstrap_servers: str) -> None:
+    # faust-streaming#667 reports Faust's own topic creation (Topic.declare, which the
+    # assignor leader uses) failing on Kafka 4.x. The worker does not depend on it (it runs
+    # with topic_allow_declare=False, topics come from ensure_topics), but the tier checks
+    # that path on whichever broker it runs against (the 3.9 and the 4.x legs).
+    import asyncio
+
+    import faust
+
+    from detector.stream.compat import close_unstarted_consumer
+
+    name = f"test-faust-declare-{uuid.uuid4().hex[:12]}"
+    app = faust.App(
+        f"test-declare-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{bootstrap_servers}",
+        store="memory://",
+        web_enabled=False,
+    )
+
+    async def declare() -> None:
+        topic = app.topic(name, partitions=3, internal=True, value_serializer="raw")
+        await app.producer.start()
+        try:
+            await topic.declare()
+        finally:
+            await app.producer.stop()
+
+    try:
+        asyncio.run(declare())
+        with admin_client(bootstrap_servers) as admin:
+            (described,) = admin.describe_topics([name])
+        assert len(described["partitions"]) == 3
+    finally:
+        close_unstarted_consumer(app)
+        delete_topics(bootstrap_servers, [name])
