@@ -120,7 +120,7 @@ def create_app(
         loghandlers=[],
     )
     if (broker or settings.broker_url).startswith("kafka://"):
-        app.transport = compat.IdempotentTransport(app.conf.broker_consumer, app)
+        app.transport = compat.DetectorTransport(app.conf.broker_consumer, app)
 
     withdrawals = _raw_topic(app, settings.topic_withdrawals, settings.partitions)
     by_destination = _raw_topic(app, settings.topic_by_destination, settings.partitions)

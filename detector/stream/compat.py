@@ -11,6 +11,10 @@ internal                                why
                                         *current* event; inside ``take_events`` batches we
                                         make each event current while its key is written
 ``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
+``Consumer._new_offset/_add_gap``       Faust's commit bookkeeping can commit past offsets
+``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
+``Consumer.perform_seek``               forgets processed-but-uncommitted offsets on every
+                                        rebalance: :class:`SafeCommitConsumer`
 ``Message.incref/decref``               an exception or cancellation acks a batch; an extra
                                         reference keeps offsets uncommitted until delivery
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
@@ -27,19 +31,21 @@ import contextlib
 import sys
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from typing import Any, cast
 
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 __all__ = [
-    "IdempotentTransport",
+    "DetectorTransport",
+    "SafeCommitConsumer",
     "close_unstarted_consumer",
     "committed_offset",
     "hold",
     "import_kafka",
     "new_admin_client",
+    "next_commit_offset",
     "release",
     "set_current_event",
     "tables_recovered",
@@ -56,10 +62,104 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
-class IdempotentTransport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport whose producer is :class:`_IdempotentProducer`."""
+def next_commit_offset(
+    acked: MutableSequence[int],
+    acked_index: set[int],
+    gaps: Any,
+    committed: int | None,
+) -> int | None:
+    """The offset to commit for one partition (Kafka's "next to read"), or None to wait.
+
+    Replaces Faust's ``Consumer._new_offset``, which loses withdrawals in three ways
+    (faust-streaming 0.15.3, ``faust/transport/consumer.py``):
+
+    * its head check ``min(acked) - committed > 1`` is off by one: ``committed`` is the next
+      offset to read, so with it unprocessed and the next ones acked Faust commits past it;
+    * a gap interval (offsets Faust believes the broker skipped, see
+      :meth:`SafeCommitConsumer._add_gap`) is merged *whole* as soon as it overlaps anything
+      below the highest acked offset: offsets above everything processed get committed;
+    * gap offsets that were also acked appear twice, and its run detection stops at the
+      duplicate: the commit then crawls one offset per commit interval (seen: 37 s for 15
+      offsets), a huge redelivery window.
+
+    Here: offsets are deduplicated; gap offsets count only up to the highest processed
+    offset (processing is in offset order per partition, so anything below it was processed
+    or never existed); the run must start exactly at ``committed`` when it is known.
+    ``acked``, ``acked_index`` and ``gaps`` are Faust's per-partition structures and are
+    updated like Faust does (committed offsets leave them).
+    """
+    if not acked:
+        return None
+    done = set(acked)
+    top = max(done)
+    if gaps:
+        for interval in gaps.overlap(0, top + 1):
+            done.update(range(interval.begin, min(interval.end, top + 1)))
+        gaps.chop(0, top + 1)
+    head = min(done) if committed is None else committed
+    end = head
+    while end in done:
+        end += 1
+    remaining = sorted(o for o in done if o >= end)
+    acked[:] = remaining
+    acked_index.difference_update(o for o in list(acked_index) if o < end)
+    return end if end > head else None
+
+
+class SafeCommitConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with commit bookkeeping that never skips an offset.
+
+    * :func:`next_commit_offset` instead of ``_new_offset`` (the lost-withdrawal bug);
+    * ``_add_gap`` no longer counts the record being delivered as skipped by the broker,
+      and a hole may start at the committed offset;
+    * after ``perform_seek`` the drain loop's "last read" offset is ``committed - 1`` (Faust
+      stores ``committed``, the *next* offset to read, and then reads a hole at the head as
+      no hole, or a record delivered just before the seek as a hole);
+    * ``on_partitions_revoked`` commits what is already processed *before* Faust drops
+      its bookkeeping for the revoked partitions: otherwise every rebalance redelivers up to
+      ``broker_commit_interval`` of processed withdrawals (duplicate verdicts, state applied
+      twice).
+    """
+
+    def _new_offset(self, tp: Any) -> int | None:
+        return next_commit_offset(
+            self._acked[tp], self._acked_index[tp], self._gap[tp], self._committed_offset[tp]
+        )
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Record offsets the broker skipped (compaction, transaction markers).
+
+        Faust's drain loop calls this with (last read + 1, offset of the record it is
+        delivering): the hole is ``[offset_from, offset_to - 1]``. Faust's own version counts
+        the delivered record as skipped, and never lets the hole start at ``committed``
+        (which is the next offset to read, so it can be a hole: a transaction marker).
+        """
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from < offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to)  # intervaltree ends are exclusive
+            gaps.merge_overlaps()
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        for tp, committed in list(self._committed_offset.items()):
+            if committed is not None and tp in self._read_offset:
+                self._read_offset[tp] = committed - 1
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        if self.assignment():
+            await self.commit()
+        await super().on_partitions_revoked(revoked)
+
+
+class DetectorTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with :class:`_IdempotentProducer` (acks=all, idempotence)
+    and :class:`SafeCommitConsumer` (commits never skip an unprocessed offset)."""
 
     Producer = _IdempotentProducer
+    Consumer = SafeCommitConsumer
 
 
 def set_current_event(event: Any) -> None:

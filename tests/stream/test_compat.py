@@ -70,7 +70,7 @@ def test_hold_and_release_move_the_message_refcount() -> None:
 def test_the_producer_settings_hook_still_exists_and_is_used(detector_app: DetectorApp) -> None:
     assert "_settings_extra" in vars(faust.transport.drivers.aiokafka.Producer)
     producer = detector_app.app.producer
-    assert isinstance(producer, compat.IdempotentTransport.Producer)
+    assert isinstance(producer, compat.DetectorTransport.Producer)
     options = {**producer._settings_default(), **producer._settings_extra()}
     assert options["acks"] == "all" and options["enable_idempotence"] is True
 
@@ -94,3 +94,104 @@ def test_the_admin_client_still_builds_the_parts_we_release_on_failure() -> None
     source = inspect.getsource(KafkaAdminClient.__init__)
     for attribute in ("self._metrics", "self._client", "self._net"):
         assert attribute in source, attribute
+
+
+# --- commit bookkeeping (SafeCommitConsumer): the lost-withdrawal bug -------------------
+
+
+def _bookkeeping(
+    acked: list[int], gaps: tuple[tuple[int, int], ...] = ()
+) -> tuple[list[int], set[int], Any]:
+    from intervaltree import IntervalTree
+
+    tree = IntervalTree()
+    for first, last in gaps:
+        tree.addi(first, last + 1)
+    return list(acked), set(acked), tree
+
+
+def _faust_new_offset(committed: int | None, acked: list[int], gaps: Any = ()) -> int | None:
+    """Faust's own ``Consumer._new_offset`` on a hand-made state."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import Consumer
+
+    tp = faust.types.TP("t", 0)
+    ack_list, index, tree = _bookkeeping(acked, gaps)
+    state = SimpleNamespace(
+        _acked={tp: ack_list},
+        _acked_index={tp: index},
+        _gap=defaultdict(lambda: tree),
+        _committed_offset={tp: committed},
+    )
+    return Consumer._new_offset(state, tp)  # type: ignore[arg-type]
+
+
+def test_faust_still_commits_past_an_unprocessed_offset() -> None:
+    """The bug SafeCommitConsumer exists for (faust-streaming 0.15.3). When this fails, Faust
+    changed ``_new_offset``: re-check whether the override is still needed."""
+    # committed 656 is the next offset to read; it was never processed, 657..660 were.
+    assert _faust_new_offset(656, [657, 658, 659, 660]) == 661
+    # a gap interval is merged whole: 657..670 committed although only 656 and 671 ran.
+    assert _faust_new_offset(656, [656, 671], ((657, 670),)) == 672
+    # gap offsets that were also acked are duplicates: the commit crawls by one.
+    assert _faust_new_offset(656, [656, 657, 658], ((657, 670),)) == 658
+
+
+@pytest.mark.parametrize(
+    ("committed", "acked", "gaps", "expected", "left"),
+    [
+        (656, [657, 658, 659, 660], (), None, [657, 658, 659, 660]),  # head missing: wait
+        (656, [656, 657, 658], (), 659, []),
+        (656, [656, 657, 659], (), 658, [659]),  # stops at the first hole
+        (656, [656, 671], ((657, 670),), 672, []),  # a real hole below processed offsets
+        (656, [656], ((657, 670),), 657, []),  # a hole above every processed offset waits
+        (656, [656, 657, 658], ((657, 670),), 659, []),  # no crawl on duplicates
+        (656, [657, 658], ((656, 656),), 659, []),  # the head itself can be a hole (marker)
+        (None, [700, 701], (), 702, []),  # committed unknown: Faust's rule (first run)
+        (656, [650, 656], (), 657, []),  # stale acks below the committed offset are dropped
+    ],
+)
+def test_next_commit_offset_never_skips_an_unprocessed_offset(
+    committed: int | None,
+    acked: list[int],
+    gaps: tuple[tuple[int, int], ...],
+    expected: int | None,
+    left: list[int],
+) -> None:
+    ack_list, index, tree = _bookkeeping(acked, gaps)
+    assert compat.next_commit_offset(ack_list, index, tree, committed) == expected
+    assert [o for o in ack_list if o >= (expected or 0)] == left
+    assert not {o for o in index if expected is not None and o < expected}
+
+
+def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
+    detector_app: DetectorApp,
+) -> None:
+    from faust.transport.consumer import Consumer
+
+    consumer = detector_app.app.consumer
+    assert isinstance(consumer, compat.SafeCommitConsumer)
+    for name in ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked"):
+        assert name in vars(Consumer), name  # Faust still has what we override
+        assert name in vars(compat.SafeCommitConsumer), name
+    for attribute in ("_acked", "_acked_index", "_gap", "_committed_offset", "_read_offset"):
+        assert hasattr(consumer, attribute), attribute
+    # Faust's drain loop still calls _add_gap(last read + 1, offset being delivered).
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(
+        Consumer._drain_messages
+    )
+
+
+def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorApp) -> None:
+    consumer = detector_app.app.consumer
+    tp = faust.types.TP("t", 0)
+    consumer._committed_offset[tp] = 10
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 11, 15))
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(11, 15)]  # 11..14
+    # after a seek the last read offset is committed - 1: a marker at 10, then 11 arrives
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 10, 11))
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(10, 11), (11, 15)]
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 5, 9))  # below: none
+    assert len(consumer._gap[tp]) == 2
