@@ -15,6 +15,8 @@ internal                                why
 ``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
 ``Consumer.perform_seek``               forgets processed-but-uncommitted offsets on every
                                         rebalance: :class:`SafeCommitConsumer`
+``FlowControlEvent.resume`` (mode)      clears the streams' queues at the end of recovery,
+                                        dropping delivered records: resume_without_clearing
 ``Message.incref/decref``               an exception or cancellation acks a batch; an extra
                                         reference keeps offsets uncommitted until delivery
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
@@ -47,6 +49,7 @@ __all__ = [
     "new_admin_client",
     "next_commit_offset",
     "release",
+    "resume_without_clearing",
     "set_current_event",
     "tables_recovered",
 ]
@@ -118,8 +121,14 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
     * ``on_partitions_revoked`` commits what is already processed *before* Faust drops
       its bookkeeping for the revoked partitions: otherwise every rebalance redelivers up to
       ``broker_commit_interval`` of processed withdrawals (duplicate verdicts, state applied
-      twice).
+      twice);
+    * on every assignment, :func:`resume_without_clearing` on the app's flow control: the
+      records that vanished in the chaos traces (delivered, never processed, never acked).
     """
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        resume_without_clearing(self.app.flow_control)
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_offset(self, tp: Any) -> int | None:
         return next_commit_offset(
@@ -152,6 +161,30 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
         if self.assignment():
             await self.commit()
         await super().on_partitions_revoked(revoked)
+
+
+def resume_without_clearing(flow_control: Any) -> None:
+    """Make ``flow_control.resume()`` stop emptying the streams' queues (idempotent).
+
+    mode's ``FlowControlEvent.resume`` clears every queue created with
+    ``clear_on_resume=True``, which every Faust channel is. Faust calls it at the end of table
+    recovery (``Recovery.on_recovery_completed``, ``_resume_streams``) *after* it resumed the
+    stream partitions and while ``perform_seek`` runs, so records of the current generation
+    delivered in that window are dropped unacked; their refetched copies are then dropped by
+    the drain loop as already read (traced: withdrawals[2]@71..76 and [3]@102..107 delivered,
+    never in a batch; with Faust's commit bookkeeping the partition was committed past them).
+    Stale records of a revoked generation are still cleared: the revoke path calls
+    ``flow_control.clear()`` itself, and the stream skips records of an older generation.
+    """
+    if getattr(flow_control, "_keeps_queues_on_resume", False):
+        return
+
+    def resume() -> None:
+        flow_control._suspend.clear()
+        flow_control._resume.set()
+
+    flow_control.resume = resume
+    flow_control._keeps_queues_on_resume = True
 
 
 class DetectorTransport(faust_aiokafka.Transport):

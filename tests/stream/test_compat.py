@@ -195,3 +195,28 @@ def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorA
     assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(10, 11), (11, 15)]
     asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 5, 9))  # below: none
     assert len(consumer._gap[tp]) == 2
+
+
+def test_flow_control_resume_no_longer_drops_delivered_records() -> None:
+    """mode's resume() empties every clear_on_resume queue (what dropped delivered records at
+    the end of recovery); after resume_without_clearing it only resumes, clear() still clears."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    assert "self.clear()" in inspect.getsource(FlowControlEvent.resume)
+    loop = asyncio.new_event_loop()
+    try:
+        flow = FlowControlEvent(loop=loop)
+        queue: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        queue.put_nowait(1)
+        flow.resume()
+        assert queue.qsize() == 0  # mode's behaviour: the record is gone
+        compat.resume_without_clearing(flow)
+        compat.resume_without_clearing(flow)  # idempotent
+        flow.suspend()
+        queue.put_nowait(2)
+        flow.resume()
+        assert flow.is_active() and queue.qsize() == 1
+        flow.clear()  # the revoke path still empties the queues
+        assert queue.qsize() == 0
+    finally:
+        loop.close()
