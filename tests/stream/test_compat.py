@@ -197,6 +197,42 @@ def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorA
     assert len(consumer._gap[tp]) == 2
 
 
+def test_group_timings_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
+    """Failover depends on these reaching aiokafka (Faust's defaults: 60 s session)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:1",
+        data_dir=tmp_path,
+        partitions=1,
+        session_timeout_s=9.0,
+        heartbeat_interval_s=1.5,
+        rebalance_timeout_s=20.0,
+        group_instance_id="worker-a",
+    )
+    app = create_app(settings, model=Model.load(DEFAULT_MODEL)).app
+    app.finalize()
+
+    async def options() -> tuple[Any, ...]:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return (
+                consumer._session_timeout_ms,
+                consumer._heartbeat_interval_ms,
+                consumer._rebalance_timeout_ms,
+                consumer._group_instance_id,
+            )
+        finally:
+            await consumer.stop()
+
+    try:
+        assert loop.run_until_complete(options()) == (9000, 1500, 20000, "worker-a")
+    finally:
+        compat.close_unstarted_consumer(app)
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def test_flow_control_resume_no_longer_drops_delivered_records() -> None:
     """mode's resume() empties every clear_on_resume queue (what dropped delivered records at
     the end of recovery); after resume_without_clearing it only resumes, clear() still clears."""
