@@ -33,6 +33,7 @@ import contextlib
 import sys
 import warnings
 import weakref
+from collections import defaultdict
 from collections.abc import MutableSequence, Sequence
 from typing import Any, cast
 
@@ -109,31 +110,62 @@ def next_commit_offset(
     return end if end > head else None
 
 
+class _ReadOffsets(defaultdict[Any, int | None]):
+    """Faust's ``Consumer._read_offset`` (the drain loop's last delivered offset per
+    partition) that also keeps the highest offset delivered since the last assignment."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self.delivered: dict[Any, int] = {}
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        super().__setitem__(tp, offset)
+        if offset is not None and offset > self.delivered.get(tp, -1):
+            self.delivered[tp] = offset
+
+
+def _last_read_after_seek(offsets: _ReadOffsets, committed: Any) -> None:
+    """After a seek to the committed offsets: the drain loop's "last read" offset per
+    partition (see :class:`SafeCommitConsumer`)."""
+    for tp, offset in list(committed.items()):
+        if offset is None or tp not in offsets:
+            continue
+        delivered = offsets.delivered.get(tp)
+        last = delivered if delivered is not None and delivered >= offset else offset - 1
+        dict.__setitem__(offsets, tp, last)  # not a delivery: keep `delivered` as it is
+
+
 class SafeCommitConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with commit bookkeeping that never skips an offset.
 
     * :func:`next_commit_offset` instead of ``_new_offset`` (the lost-withdrawal bug);
     * ``_add_gap`` no longer counts the record being delivered as skipped by the broker,
       and a hole may start at the committed offset;
-    * after ``perform_seek`` the drain loop's "last read" offset is ``committed - 1`` (Faust
-      stores ``committed``, the *next* offset to read, and then reads a hole at the head as
-      no hole, or a record delivered just before the seek as a hole);
+    * after ``perform_seek`` the drain loop's "last read" offset is the highest offset it
+      already delivered in this assignment, or ``committed - 1``. Faust stores
+      ``committed``, the *next* offset to read: a hole at the head then goes unseen, and the
+      records the drain loop keeps delivering from the fetch it made before the seek (traced
+      at the end of every recovery) look like a hole, so they were counted as done before
+      they were processed;
     * ``on_partitions_revoked`` commits what is already processed *before* Faust drops
-      its bookkeeping for the revoked partitions: otherwise every rebalance redelivers up to
-      ``broker_commit_interval`` of processed withdrawals (duplicate verdicts, state applied
-      twice);
+      its bookkeeping for the revoked partitions (otherwise every rebalance redelivers up to
+      ``broker_commit_interval`` of processed withdrawals: duplicate verdicts, state applied
+      twice), and the commits Faust makes while it waits for in-flight batches still start
+      at that committed offset (Faust has forgotten it: any acked run would do);
     * on every assignment, :func:`resume_without_clearing` on the app's flow control: the
       records that vanished in the chaos traces (delivered, never processed, never acked).
     """
 
-    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
-        resume_without_clearing(self.app.flow_control)
-        await super().on_partitions_assigned(assigned, generation_id)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _ReadOffsets()
+        self._revoked_committed: dict[Any, int] = {}
 
     def _new_offset(self, tp: Any) -> int | None:
-        return next_commit_offset(
-            self._acked[tp], self._acked_index[tp], self._gap[tp], self._committed_offset[tp]
-        )
+        committed = self._committed_offset[tp]
+        if committed is None:
+            committed = self._revoked_committed.get(tp)
+        return next_commit_offset(self._acked[tp], self._acked_index[tp], self._gap[tp], committed)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Record offsets the broker skipped (compaction, transaction markers).
@@ -153,14 +185,23 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        for tp, committed in list(self._committed_offset.items()):
-            if committed is not None and tp in self._read_offset:
-                self._read_offset[tp] = committed - 1
+        _last_read_after_seek(cast(_ReadOffsets, self._read_offset), self._committed_offset)
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         if self.assignment():
             await self.commit()
+        self._revoked_committed = {
+            tp: offset
+            for tp, offset in self._committed_offset.items()
+            if offset is not None and tp in revoked
+        }
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        resume_without_clearing(self.app.flow_control)
+        self._revoked_committed = {}
+        cast(_ReadOffsets, self._read_offset).delivered.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
 
 
 def resume_without_clearing(flow_control: Any) -> None:

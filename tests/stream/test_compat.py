@@ -256,3 +256,24 @@ def test_flow_control_resume_no_longer_drops_delivered_records() -> None:
         assert queue.qsize() == 0
     finally:
         loop.close()
+
+
+def test_last_read_offset_after_a_seek(detector_app: DetectorApp) -> None:
+    """Faust's drain loop still reads and writes ``_read_offset`` item by item (our
+    _ReadOffsets sees every delivery); after a seek, 'last read' is the highest offset
+    already delivered in this assignment, else committed - 1 (so a hole at the head counts)."""
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "set_read_offset = self._read_offset.__setitem__" in source
+    assert "if r_offset is None or offset >= r_offset:" in source
+    consumer = detector_app.app.consumer
+    offsets = consumer._read_offset
+    assert isinstance(offsets, compat._ReadOffsets)
+    a, b, c = (faust.types.TP("t", p) for p in range(3))
+    for offset in (100, 101, 102):  # the drain loop delivered 100..102 of partition a
+        offsets[a] = offset
+    offsets.update({a: 95, b: 40, c: None})  # what Faust's perform_seek writes
+    compat._last_read_after_seek(offsets, {a: 95, b: 40, c: None})
+    assert (offsets[a], offsets[b], offsets[c]) == (102, 39, None)
+    assert offsets.delivered == {a: 102}
