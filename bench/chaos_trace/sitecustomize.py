@@ -15,6 +15,10 @@ kill -9 loses at most the last half second):
     RESUME / PAUSE                   Faust-level resume/pause of partitions
     HOLD / RELEASE                   our agents' batch refs (detector.stream.compat)
     SKIP / DROPPED                   Faust's stream skipped / drain loop dropped a message
+    CLEAR   n=N tp@offset...         flow control emptied the streams' queues (records lost
+                                     from memory; refetched only after a seek)
+    CLEAR   n=N tp@offset...         flow control emptied the streams' queues (records lost
+                                     from memory; refetched only after a seek)
 
 A file ``dump-<pid>.req`` in the same directory makes the thread write every asyncio
 task's stack and the consumer's flow state to ``dump-<pid>.txt`` (for stuck workers).
@@ -84,16 +88,34 @@ def _install() -> None:
 
     consumer_cls._commit_offsets = _commit_offsets
 
-    orig_add_gap = consumer_cls._add_gap
+    try:  # the detector's own consumer overrides _add_gap: wrap the one that runs
+        from detector.stream.compat import SafeCommitConsumer as gap_cls  # noqa: N813
+    except ImportError:
+        gap_cls = consumer_cls
+    orig_add_gap = gap_cls._add_gap
 
     async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-        _w(
-            "GAP",
-            f"{_tp(tp)} {offset_from}..{offset_to} committed={self._committed_offset.get(tp)}",
-        )
+        committed = self._committed_offset.get(tp)
+        _w("GAP", f"{_tp(tp)} {offset_from}..{offset_to} committed={committed}")
         await orig_add_gap(self, tp, offset_from, offset_to)
 
-    consumer_cls._add_gap = _add_gap
+    gap_cls._add_gap = _add_gap
+
+    from mode.utils.queues import FlowControlEvent
+
+    orig_clear = FlowControlEvent.clear
+
+    def clear(self: Any) -> None:
+        dropped = []
+        for queue in list(self._queues):
+            for item in list(getattr(queue, "_queue", [])):
+                msg = getattr(item, "message", None)
+                if msg is not None and "changelog" not in msg.topic:
+                    dropped.append(f"{_tp(msg.tp)}@{msg.offset}")
+        _w("CLEAR", f"n={len(dropped)} {' '.join(dropped[:300])}")
+        orig_clear(self)
+
+    FlowControlEvent.clear = clear
 
     orig_revoked = consumer_cls.on_partitions_revoked
 
