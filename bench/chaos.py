@@ -453,6 +453,8 @@ class Chaos:
         settings = replace(
             self.settings, web_port=free_port(), data_dir=self.run_dir / f"w{index}" / "data"
         )
+        if self.args.static:  # one stable id per worker slot: a restart reuses it
+            settings = replace(settings, group_instance_id=f"{settings.app_id}-w{index}")
         worker = Worker(f"w{index}", settings, self.run_dir / f"w{index}.log", self.args.log_level)
         paths = [os.environ.get("PYTHONPATH", "")]
         if self.args.worker_src:  # e.g. an export of another commit: A/B in one session
@@ -696,6 +698,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--own-broker", action="store_true", help="own broker on 19092")
+    parser.add_argument(
+        "--static", action="store_true", help="static group membership (group_instance_id)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep topics (for inspection)")
     parser.add_argument("--log-level", default="info", help="workers' log level")
     parser.add_argument(
@@ -856,6 +861,7 @@ def run_chaos(
         "partitions": args.partitions,
         "schedule": schedule,
         "overrides": {k: str(v) for k, v in overrides.items()},
+        "static": args.static,
         "worker_src": str(args.worker_src or REPO),
         "producer_errors": len(streamer.errors),
         "run_dir": str(run_dir),
@@ -888,7 +894,10 @@ def print_summary(r: dict[str, Any]) -> None:
         f"=== chaos summary ({c['n']} withdrawals, {c['workers']} workers, "
         f"{c['partitions']} partitions, schedule {','.join(c['schedule'])}) ==="
     )
-    print(f"workers from {c['worker_src']}; overrides: {c['overrides'] or 'none'}")
+    print(
+        f"workers from {c['worker_src']}; static membership {c.get('static')}; "
+        f"overrides: {c['overrides'] or 'none'}"
+    )
     print(f"run dir {c['run_dir']}")
     rows = [
         ("withdrawals sent", r["sent"]),

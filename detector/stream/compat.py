@@ -38,7 +38,9 @@ from collections.abc import MutableSequence, Sequence
 from typing import Any, cast
 
 from faust.streams import _current_event
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
 __all__ = [
     "DetectorTransport",
@@ -147,11 +149,10 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
       records the drain loop keeps delivering from the fetch it made before the seek (traced
       at the end of every recovery) look like a hole, so they were counted as done before
       they were processed;
-    * ``on_partitions_revoked`` commits what is already processed *before* Faust drops
-      its bookkeeping for the revoked partitions (otherwise every rebalance redelivers up to
-      ``broker_commit_interval`` of processed withdrawals: duplicate verdicts, state applied
-      twice), and the commits Faust makes while it waits for in-flight batches still start
-      at that committed offset (Faust has forgotten it: any acked run would do);
+    * ``on_partitions_revoked`` drops Faust's bookkeeping for the revoked partitions only
+      after the app waited for in-flight batches and committed them (Faust dropped it first:
+      every rebalance redelivered up to ``broker_commit_interval`` of processed withdrawals,
+      i.e. duplicate verdicts and state applied twice);
     * on every assignment, :func:`resume_without_clearing` on the app's flow control: the
       records that vanished in the chaos traces (delivered, never processed, never acked).
     """
@@ -159,13 +160,11 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _ReadOffsets()
-        self._revoked_committed: dict[Any, int] = {}
 
     def _new_offset(self, tp: Any) -> int | None:
-        committed = self._committed_offset[tp]
-        if committed is None:
-            committed = self._revoked_committed.get(tp)
-        return next_commit_offset(self._acked[tp], self._acked_index[tp], self._gap[tp], committed)
+        return next_commit_offset(
+            self._acked[tp], self._acked_index[tp], self._gap[tp], self._committed_offset[tp]
+        )
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Record offsets the broker skipped (compaction, transaction markers).
@@ -187,19 +186,28 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
         await super().perform_seek()
         _last_read_after_seek(cast(_ReadOffsets, self._read_offset), self._committed_offset)
 
+    @Service.transitions_to(faust_consumer.CONSUMER_PARTITIONS_REVOKED)
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Faust's ``Consumer.on_partitions_revoked`` with its bookkeeping dropped *after*
+        the app's revoke (stop the flow, wait for in-flight batches, commit), not before:
+        Faust forgot the acked-but-uncommitted offsets and the committed offsets first, so
+        every rebalance redelivered up to ``broker_commit_interval`` of processed
+        withdrawals, and its commits during the wait accepted any acked run."""
+        if self._active_partitions is not None:
+            self._active_partitions.difference_update(revoked)
+        self._paused_partitions.difference_update(revoked)
+        await self._on_partitions_revoked(revoked)
         if self.assignment():
             await self.commit()
-        self._revoked_committed = {
-            tp: offset
-            for tp, offset in self._committed_offset.items()
-            if offset is not None and tp in revoked
-        }
-        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self._gap.pop(tp, None)
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._read_offset.pop(tp, None)
+            self._committed_offset.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         resume_without_clearing(self.app.flow_control)
-        self._revoked_committed = {}
         cast(_ReadOffsets, self._read_offset).delivered.clear()
         await super().on_partitions_assigned(assigned, generation_id)
 

@@ -277,3 +277,29 @@ def test_last_read_offset_after_a_seek(detector_app: DetectorApp) -> None:
     compat._last_read_after_seek(offsets, {a: 95, b: 40, c: None})
     assert (offsets[a], offsets[b], offsets[c]) == (102, 39, None)
     assert offsets.delivered == {a: 102}
+
+
+def test_revoke_drops_the_bookkeeping_only_after_the_app_committed(
+    detector_app: DetectorApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer.on_partitions_revoked)
+    for popped in ("_gap", "_acked", "_acked_index", "_read_offset", "_committed_offset"):
+        assert f"self.{popped}.pop(tp, None)" in source, popped  # what we now pop later
+    assert "self._on_partitions_revoked" in source
+
+    consumer = detector_app.app.consumer
+    tp = faust.types.TP("t", 0)
+    consumer._acked[tp] = [7, 8]
+    consumer._committed_offset[tp] = 7
+    seen: list[Any] = []
+
+    async def app_revoke(revoked: set[Any]) -> None:  # the app waits, then commits
+        seen.append((list(consumer._acked[tp]), consumer._committed_offset[tp]))
+
+    monkeypatch.setattr(consumer, "_on_partitions_revoked", app_revoke)
+    monkeypatch.setattr(consumer, "assignment", set)
+    asyncio.get_event_loop().run_until_complete(consumer.on_partitions_revoked({tp}))
+    assert seen == [([7, 8], 7)]
+    assert tp not in consumer._acked and tp not in consumer._committed_offset
