@@ -1,8 +1,10 @@
 """Chaos harness: real workers, real Kafka, disruptions, then an audit of every verdict.
 
-    python bench/chaos.py [--n 20000] [--partitions 4] [--workers 2]
-                          [--schedule kill,kill] [--restart-after 5] [--settle 40]
-                          [--set session_timeout_s=10 ...] [--own-broker] [--ci]
+    python bench/chaos.py [--n 20000] [--partitions 4] [--workers 2] [--rate R]
+                          [--schedule kill,kill] [--victim last|alternate]
+                          [--restart-after 5] [--settle 40] [--warmup 15]
+                          [--set session_timeout_s=10 ...] [--static] [--own-broker]
+                          [--worker-src DIR] [--trace] [--keep] [--ci]
 
 What it does, in order:
 
@@ -41,7 +43,11 @@ What it does, in order:
    dead member.
 
 ``--set FIELD=VALUE`` overrides any :class:`detector.config.Settings` field of the workers
-(e.g. the consumer-group timings). ``--ci`` is a small run for a broker test (~2-3 min):
+(e.g. the consumer-group timings); ``--static`` gives each worker slot its own
+``group_instance_id``; ``--worker-src DIR`` runs the workers from another source tree (an
+export of another commit: before/after in one session); ``--trace`` makes the workers log
+acks, commits, holes, seeks and rebalances (``bench/chaos_trace``); ``--keep`` keeps the
+topics for inspection. ``--ci`` is a small run for a broker test (~2-3 min):
 2,000 withdrawals, two workers, one kill; exit status 1 when a withdrawal is lost, a
 duplicate contradicts (with ``--max-contradictions``), or failover exceeds
 ``--max-failover``. The summary is printed and written to ``<run dir>/result.json``.
