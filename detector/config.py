@@ -37,6 +37,8 @@ _BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 _STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+# Faust's broker_request_timeout (default kept): the session timeout may not exceed it.
+_FAUST_REQUEST_TIMEOUT_S = 90.0
 _LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
 _T = TypeVar("_T")
 
@@ -279,6 +281,35 @@ class Settings:
     hold_seconds: int = field(
         default=3600, metadata=_env("hold_seconds", "hold_seconds put on `delay` verdicts")
     )
+    session_timeout_s: float = field(
+        default=10.0,
+        metadata=_env(
+            "session_timeout_s",
+            "a worker silent this long (s) leaves the group: failover time after a crash "
+            "(broker bounds: group.min/max.session.timeout.ms, 6 s..30 min by default)",
+        ),
+    )
+    heartbeat_interval_s: float = field(
+        default=1.0,
+        metadata=_env(
+            "heartbeat_interval_s", "heartbeat to the group coordinator (s), <= session / 3"
+        ),
+    )
+    rebalance_timeout_s: float = field(
+        default=30.0,
+        metadata=_env(
+            "rebalance_timeout_s",
+            "longest a rebalance waits for live workers to rejoin (s), >= session timeout",
+        ),
+    )
+    group_instance_id: str = field(
+        default="",
+        metadata=_env(
+            "group_instance_id",
+            "static group membership: a unique, stable id per worker (e.g. the pod name); "
+            "empty: dynamic membership (see README: failover)",
+        ),
+    )
     kafka_port: int = field(
         default=9092, metadata=_env("kafka_port", "port of the local broker (detector kafka)")
     )
@@ -406,6 +437,16 @@ class Settings:
             raise ConfigError("feedback_reported_verdict must be refuse or delay")
         if min(self.feedback_cooldown_s, self.feedback_report_s, self.feedback_release_s) < 0:
             raise ConfigError("feedback durations must be >= 0")
+        if not 0 < self.heartbeat_interval_s * 3 <= self.session_timeout_s:
+            raise ConfigError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be > 0 and at most a "
+                f"third of session_timeout_s ({self.session_timeout_s})"
+            )
+        if not self.session_timeout_s <= self.rebalance_timeout_s <= _FAUST_REQUEST_TIMEOUT_S:
+            raise ConfigError(
+                f"rebalance_timeout_s ({self.rebalance_timeout_s}) must be between "
+                f"session_timeout_s ({self.session_timeout_s}) and {_FAUST_REQUEST_TIMEOUT_S}"
+            )
         if self.hold_seconds < 0:
             raise ConfigError(f"hold_seconds must be >= 0, got {self.hold_seconds}")
         if not 0 < self.review_port < 65536:

@@ -158,9 +158,15 @@ def create_app(
         table_standby_replicas=0,
         loghandlers=[],
         broker_credentials=_credentials(settings),
+        # Failover (README): a killed worker's partitions move after the session timeout,
+        # not Faust's 60 s; heartbeats come from aiokafka's thread, not the agents' loop.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        consumer_group_instance_id=settings.group_instance_id or None,
     )
     if (broker or settings.broker_url).startswith("kafka://"):
-        app.transport = compat.IdempotentTransport(app.conf.broker_consumer, app)
+        app.transport = compat.DetectorTransport(app.conf.broker_consumer, app)
 
     n = settings.partitions
     withdrawals = _raw_topic(app, settings.topic_withdrawals, n)

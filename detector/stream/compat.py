@@ -11,6 +11,12 @@ internal                                why
                                         *current* event; inside ``take_events`` batches we
                                         make each event current while its key is written
 ``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
+``Consumer._new_offset/_add_gap``       Faust's commit bookkeeping can commit past offsets
+``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
+``Consumer.perform_seek``               forgets processed-but-uncommitted offsets on every
+                                        rebalance: :class:`SafeCommitConsumer`
+``FlowControlEvent.resume`` (mode)      clears the streams' queues at the end of recovery,
+                                        dropping delivered records: resume_without_clearing
 ``Message.incref/decref``               an exception or cancellation acks a batch; an extra
                                         reference keeps offsets uncommitted until delivery
 ``Consumer._committed_offset``          lag and commit age need Faust's committed offsets
@@ -34,18 +40,22 @@ import logging
 import sys
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import MutableSequence, Sequence
 from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
 from detector.stream.logs import configure_logging
 
 __all__ = [
-    "IdempotentTransport",
+    "DetectorTransport",
     "QuietWorker",
+    "SafeCommitConsumer",
     "StoreAccess",
     "close_unstarted_consumer",
     "committed_offset",
@@ -53,7 +63,9 @@ __all__ = [
     "hold",
     "import_kafka",
     "new_admin_client",
+    "next_commit_offset",
     "release",
+    "resume_without_clearing",
     "set_current_event",
     "tables_recovered",
 ]
@@ -69,10 +81,180 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
-class IdempotentTransport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport whose producer is :class:`_IdempotentProducer`."""
+def next_commit_offset(
+    acked: MutableSequence[int],
+    acked_index: set[int],
+    gaps: Any,
+    committed: int | None,
+) -> int | None:
+    """The offset to commit for one partition (Kafka's "next to read"), or None to wait.
+
+    Replaces Faust's ``Consumer._new_offset``, which loses withdrawals in three ways
+    (faust-streaming 0.15.3, ``faust/transport/consumer.py``):
+
+    * its head check ``min(acked) - committed > 1`` is off by one: ``committed`` is the next
+      offset to read, so with it unprocessed and the next ones acked Faust commits past it;
+    * a gap interval (offsets Faust believes the broker skipped, see
+      :meth:`SafeCommitConsumer._add_gap`) is merged *whole* as soon as it overlaps anything
+      below the highest acked offset: offsets above everything processed get committed;
+    * gap offsets that were also acked appear twice, and its run detection stops at the
+      duplicate: the commit then crawls one offset per commit interval (seen: 37 s for 15
+      offsets), a huge redelivery window.
+
+    Here: offsets are deduplicated; gap offsets count only up to the highest processed
+    offset (processing is in offset order per partition, so anything below it was processed
+    or never existed); the run must start exactly at ``committed`` when it is known.
+    ``acked``, ``acked_index`` and ``gaps`` are Faust's per-partition structures and are
+    updated like Faust does (committed offsets leave them).
+    """
+    if not acked:
+        return None
+    done = set(acked)
+    top = max(done)
+    if gaps:
+        for interval in gaps.overlap(0, top + 1):
+            done.update(range(interval.begin, min(interval.end, top + 1)))
+        gaps.chop(0, top + 1)
+    head = min(done) if committed is None else committed
+    end = head
+    while end in done:
+        end += 1
+    remaining = sorted(o for o in done if o >= end)
+    acked[:] = remaining
+    acked_index.difference_update(o for o in list(acked_index) if o < end)
+    return end if end > head else None
+
+
+class _ReadOffsets(defaultdict[Any, int | None]):
+    """Faust's ``Consumer._read_offset`` (the drain loop's last delivered offset per
+    partition) that also keeps the highest offset delivered since the last assignment."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self.delivered: dict[Any, int] = {}
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        super().__setitem__(tp, offset)
+        if offset is not None and offset > self.delivered.get(tp, -1):
+            self.delivered[tp] = offset
+
+
+def _last_read_after_seek(offsets: _ReadOffsets, committed: Any) -> None:
+    """After a seek to the committed offsets: the drain loop's "last read" offset per
+    partition (see :class:`SafeCommitConsumer`)."""
+    for tp, offset in list(committed.items()):
+        if offset is None or tp not in offsets:
+            continue
+        delivered = offsets.delivered.get(tp)
+        last = delivered if delivered is not None and delivered >= offset else offset - 1
+        dict.__setitem__(offsets, tp, last)  # not a delivery: keep `delivered` as it is
+
+
+class SafeCommitConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with commit bookkeeping that never skips an offset.
+
+    * :func:`next_commit_offset` instead of ``_new_offset`` (the lost-withdrawal bug);
+    * ``_add_gap`` no longer counts the record being delivered as skipped by the broker,
+      and a hole may start at the committed offset;
+    * after ``perform_seek`` the drain loop's "last read" offset is the highest offset it
+      already delivered in this assignment, or ``committed - 1``. Faust stores
+      ``committed``, the *next* offset to read: a hole at the head then goes unseen, and the
+      records the drain loop keeps delivering from the fetch it made before the seek (traced
+      at the end of every recovery) look like a hole, so they were counted as done before
+      they were processed;
+    * ``on_partitions_revoked`` drops Faust's bookkeeping for the revoked partitions only
+      after the app waited for in-flight batches and committed them (Faust dropped it first:
+      every rebalance redelivered up to ``broker_commit_interval`` of processed withdrawals,
+      i.e. duplicate verdicts and state applied twice);
+    * on every assignment, :func:`resume_without_clearing` on the app's flow control: the
+      records that vanished in the chaos traces (delivered, never processed, never acked).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _ReadOffsets()
+
+    def _new_offset(self, tp: Any) -> int | None:
+        return next_commit_offset(
+            self._acked[tp], self._acked_index[tp], self._gap[tp], self._committed_offset[tp]
+        )
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Record offsets the broker skipped (compaction, transaction markers).
+
+        Faust's drain loop calls this with (last read + 1, offset of the record it is
+        delivering): the hole is ``[offset_from, offset_to - 1]``. Faust's own version counts
+        the delivered record as skipped, and never lets the hole start at ``committed``
+        (which is the next offset to read, so it can be a hole: a transaction marker).
+        """
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from < offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to)  # intervaltree ends are exclusive
+            gaps.merge_overlaps()
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        _last_read_after_seek(cast(_ReadOffsets, self._read_offset), self._committed_offset)
+
+    @Service.transitions_to(faust_consumer.CONSUMER_PARTITIONS_REVOKED)
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Faust's ``Consumer.on_partitions_revoked`` with its bookkeeping dropped *after*
+        the app's revoke (stop the flow, wait for in-flight batches, commit), not before:
+        Faust forgot the acked-but-uncommitted offsets and the committed offsets first, so
+        every rebalance redelivered up to ``broker_commit_interval`` of processed
+        withdrawals, and its commits during the wait accepted any acked run."""
+        if self._active_partitions is not None:
+            self._active_partitions.difference_update(revoked)
+        self._paused_partitions.difference_update(revoked)
+        await self._on_partitions_revoked(revoked)
+        if self.assignment():
+            await self.commit()
+        for tp in revoked:
+            self._gap.pop(tp, None)
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._read_offset.pop(tp, None)
+            self._committed_offset.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        resume_without_clearing(self.app.flow_control)
+        cast(_ReadOffsets, self._read_offset).delivered.clear()
+        await super().on_partitions_assigned(assigned, generation_id)
+
+
+def resume_without_clearing(flow_control: Any) -> None:
+    """Make ``flow_control.resume()`` stop emptying the streams' queues (idempotent).
+
+    mode's ``FlowControlEvent.resume`` clears every queue created with
+    ``clear_on_resume=True``, which every Faust channel is. Faust calls it at the end of table
+    recovery (``Recovery.on_recovery_completed``, ``_resume_streams``) *after* it resumed the
+    stream partitions and while ``perform_seek`` runs, so records of the current generation
+    delivered in that window are dropped unacked; their refetched copies are then dropped by
+    the drain loop as already read (traced: withdrawals[2]@71..76 and [3]@102..107 delivered,
+    never in a batch; with Faust's commit bookkeeping the partition was committed past them).
+    Stale records of a revoked generation are still cleared: the revoke path calls
+    ``flow_control.clear()`` itself, and the stream skips records of an older generation.
+    """
+    if getattr(flow_control, "_keeps_queues_on_resume", False):
+        return
+
+    def resume() -> None:
+        flow_control._suspend.clear()
+        flow_control._resume.set()
+
+    flow_control.resume = resume
+    flow_control._keeps_queues_on_resume = True
+
+
+class DetectorTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with :class:`_IdempotentProducer` (acks=all, idempotence)
+    and :class:`SafeCommitConsumer` (commits never skip an unprocessed offset)."""
 
     Producer = _IdempotentProducer
+    Consumer = SafeCommitConsumer
 
 
 class QuietWorker(faust.Worker):

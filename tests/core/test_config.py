@@ -47,6 +47,10 @@ def test_every_variable_is_read_and_converted() -> None:
         ({"DETECTOR_BATCH_MAX": "0"}, "batch_max"),
         ({"DETECTOR_BATCH_WITHIN_MS": "-1"}, "batch_within_ms"),
         ({"KAFKA_BOOTSTRAP_SERVERS": " "}, "KAFKA_BOOTSTRAP_SERVERS is empty"),
+        ({"DETECTOR_HEARTBEAT_INTERVAL_S": "4"}, "at most a third of session_timeout_s"),
+        ({"DETECTOR_HEARTBEAT_INTERVAL_S": "0"}, "heartbeat_interval_s"),
+        ({"DETECTOR_REBALANCE_TIMEOUT_S": "5"}, "rebalance_timeout_s"),
+        ({"DETECTOR_SESSION_TIMEOUT_S": "95", "DETECTOR_REBALANCE_TIMEOUT_S": "95"}, "90"),
     ],
 )
 def test_bad_values_say_which_variable(env: dict[str, str], fragment: str) -> None:

@@ -70,7 +70,7 @@ def test_hold_and_release_move_the_message_refcount() -> None:
 def test_the_producer_settings_hook_still_exists_and_is_used(detector_app: DetectorApp) -> None:
     assert "_settings_extra" in vars(faust.transport.drivers.aiokafka.Producer)
     producer = detector_app.app.producer
-    assert isinstance(producer, compat.IdempotentTransport.Producer)
+    assert isinstance(producer, compat.DetectorTransport.Producer)
     options = {**producer._settings_default(), **producer._settings_extra()}
     assert options["acks"] == "all" and options["enable_idempotence"] is True
 
@@ -94,3 +94,212 @@ def test_the_admin_client_still_builds_the_parts_we_release_on_failure() -> None
     source = inspect.getsource(KafkaAdminClient.__init__)
     for attribute in ("self._metrics", "self._client", "self._net"):
         assert attribute in source, attribute
+
+
+# --- commit bookkeeping (SafeCommitConsumer): the lost-withdrawal bug -------------------
+
+
+def _bookkeeping(
+    acked: list[int], gaps: tuple[tuple[int, int], ...] = ()
+) -> tuple[list[int], set[int], Any]:
+    from intervaltree import IntervalTree
+
+    tree = IntervalTree()
+    for first, last in gaps:
+        tree.addi(first, last + 1)
+    return list(acked), set(acked), tree
+
+
+def _faust_new_offset(committed: int | None, acked: list[int], gaps: Any = ()) -> int | None:
+    """Faust's own ``Consumer._new_offset`` on a hand-made state."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from faust.transport.consumer import Consumer
+
+    tp = faust.types.TP("t", 0)
+    ack_list, index, tree = _bookkeeping(acked, gaps)
+    state = SimpleNamespace(
+        _acked={tp: ack_list},
+        _acked_index={tp: index},
+        _gap=defaultdict(lambda: tree),
+        _committed_offset={tp: committed},
+    )
+    return Consumer._new_offset(state, tp)  # type: ignore[arg-type]
+
+
+def test_faust_still_commits_past_an_unprocessed_offset() -> None:
+    """The bug SafeCommitConsumer exists for (faust-streaming 0.15.3). When this fails, Faust
+    changed ``_new_offset``: re-check whether the override is still needed."""
+    # committed 656 is the next offset to read; it was never processed, 657..660 were.
+    assert _faust_new_offset(656, [657, 658, 659, 660]) == 661
+    # a gap interval is merged whole: 657..670 committed although only 656 and 671 ran.
+    assert _faust_new_offset(656, [656, 671], ((657, 670),)) == 672
+    # gap offsets that were also acked are duplicates: the commit crawls by one.
+    assert _faust_new_offset(656, [656, 657, 658], ((657, 670),)) == 658
+
+
+@pytest.mark.parametrize(
+    ("committed", "acked", "gaps", "expected", "left"),
+    [
+        (656, [657, 658, 659, 660], (), None, [657, 658, 659, 660]),  # head missing: wait
+        (656, [656, 657, 658], (), 659, []),
+        (656, [656, 657, 659], (), 658, [659]),  # stops at the first hole
+        (656, [656, 671], ((657, 670),), 672, []),  # a real hole below processed offsets
+        (656, [656], ((657, 670),), 657, []),  # a hole above every processed offset waits
+        (656, [656, 657, 658], ((657, 670),), 659, []),  # no crawl on duplicates
+        (656, [657, 658], ((656, 656),), 659, []),  # the head itself can be a hole (marker)
+        (None, [700, 701], (), 702, []),  # committed unknown: Faust's rule (first run)
+        (656, [650, 656], (), 657, []),  # stale acks below the committed offset are dropped
+    ],
+)
+def test_next_commit_offset_never_skips_an_unprocessed_offset(
+    committed: int | None,
+    acked: list[int],
+    gaps: tuple[tuple[int, int], ...],
+    expected: int | None,
+    left: list[int],
+) -> None:
+    ack_list, index, tree = _bookkeeping(acked, gaps)
+    assert compat.next_commit_offset(ack_list, index, tree, committed) == expected
+    assert [o for o in ack_list if o >= (expected or 0)] == left
+    assert not {o for o in index if expected is not None and o < expected}
+
+
+def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
+    detector_app: DetectorApp,
+) -> None:
+    from faust.transport.consumer import Consumer
+
+    consumer = detector_app.app.consumer
+    assert isinstance(consumer, compat.SafeCommitConsumer)
+    for name in ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked"):
+        assert name in vars(Consumer), name  # Faust still has what we override
+        assert name in vars(compat.SafeCommitConsumer), name
+    for attribute in ("_acked", "_acked_index", "_gap", "_committed_offset", "_read_offset"):
+        assert hasattr(consumer, attribute), attribute
+    # Faust's drain loop still calls _add_gap(last read + 1, offset being delivered).
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(
+        Consumer._drain_messages
+    )
+
+
+def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorApp) -> None:
+    consumer = detector_app.app.consumer
+    tp = faust.types.TP("t", 0)
+    consumer._committed_offset[tp] = 10
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 11, 15))
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(11, 15)]  # 11..14
+    # after a seek the last read offset is committed - 1: a marker at 10, then 11 arrives
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 10, 11))
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(10, 11), (11, 15)]
+    asyncio.get_event_loop().run_until_complete(consumer._add_gap(tp, 5, 9))  # below: none
+    assert len(consumer._gap[tp]) == 2
+
+
+def test_group_timings_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
+    """Failover depends on these reaching aiokafka (Faust's defaults: 60 s session)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:1",
+        data_dir=tmp_path,
+        partitions=1,
+        session_timeout_s=9.0,
+        heartbeat_interval_s=1.5,
+        rebalance_timeout_s=20.0,
+        group_instance_id="worker-a",
+    )
+    app = create_app(settings, model=Model.load(DEFAULT_MODEL)).app
+    app.finalize()
+
+    async def options() -> tuple[Any, ...]:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return (
+                consumer._session_timeout_ms,
+                consumer._heartbeat_interval_ms,
+                consumer._rebalance_timeout_ms,
+                consumer._group_instance_id,
+            )
+        finally:
+            await consumer.stop()
+
+    try:
+        assert loop.run_until_complete(options()) == (9000, 1500, 20000, "worker-a")
+    finally:
+        compat.close_unstarted_consumer(app)
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def test_flow_control_resume_no_longer_drops_delivered_records() -> None:
+    """mode's resume() empties every clear_on_resume queue (what dropped delivered records at
+    the end of recovery); after resume_without_clearing it only resumes, clear() still clears."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    assert "self.clear()" in inspect.getsource(FlowControlEvent.resume)
+    loop = asyncio.new_event_loop()
+    try:
+        flow = FlowControlEvent(loop=loop)
+        queue: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        queue.put_nowait(1)
+        flow.resume()
+        assert queue.qsize() == 0  # mode's behaviour: the record is gone
+        compat.resume_without_clearing(flow)
+        compat.resume_without_clearing(flow)  # idempotent
+        flow.suspend()
+        queue.put_nowait(2)
+        flow.resume()
+        assert flow.is_active() and queue.qsize() == 1
+        flow.clear()  # the revoke path still empties the queues
+        assert queue.qsize() == 0
+    finally:
+        loop.close()
+
+
+def test_last_read_offset_after_a_seek(detector_app: DetectorApp) -> None:
+    """Faust's drain loop still reads and writes ``_read_offset`` item by item (our
+    _ReadOffsets sees every delivery); after a seek, 'last read' is the highest offset
+    already delivered in this assignment, else committed - 1 (so a hole at the head counts)."""
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "set_read_offset = self._read_offset.__setitem__" in source
+    assert "if r_offset is None or offset >= r_offset:" in source
+    consumer = detector_app.app.consumer
+    offsets = consumer._read_offset
+    assert isinstance(offsets, compat._ReadOffsets)
+    a, b, c = (faust.types.TP("t", p) for p in range(3))
+    for offset in (100, 101, 102):  # the drain loop delivered 100..102 of partition a
+        offsets[a] = offset
+    offsets.update({a: 95, b: 40, c: None})  # what Faust's perform_seek writes
+    compat._last_read_after_seek(offsets, {a: 95, b: 40, c: None})
+    assert (offsets[a], offsets[b], offsets[c]) == (102, 39, None)
+    assert offsets.delivered == {a: 102}
+
+
+def test_revoke_drops_the_bookkeeping_only_after_the_app_committed(
+    detector_app: DetectorApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer.on_partitions_revoked)
+    for popped in ("_gap", "_acked", "_acked_index", "_read_offset", "_committed_offset"):
+        assert f"self.{popped}.pop(tp, None)" in source, popped  # what we now pop later
+    assert "self._on_partitions_revoked" in source
+
+    consumer = detector_app.app.consumer
+    tp = faust.types.TP("t", 0)
+    consumer._acked[tp] = [7, 8]
+    consumer._committed_offset[tp] = 7
+    seen: list[Any] = []
+
+    async def app_revoke(revoked: set[Any]) -> None:  # the app waits, then commits
+        seen.append((list(consumer._acked[tp]), consumer._committed_offset[tp]))
+
+    monkeypatch.setattr(consumer, "_on_partitions_revoked", app_revoke)
+    monkeypatch.setattr(consumer, "assignment", set)
+    asyncio.get_event_loop().run_until_complete(consumer.on_partitions_revoked({tp}))
+    assert seen == [([7, 8], 7)]
+    assert tp not in consumer._acked and tp not in consumer._committed_offset
