@@ -564,9 +564,15 @@ def audit(chaos: Chaos, events: list[dict[str, Any]]) -> dict[str, Any]:
         wid = json.loads(record.value)["withdrawal_id"]
         where.setdefault(wid, (record.partition, record.offset, record.timestamp / 1000))
     forwarded: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
-    for record in forwards:
-        wid = json.loads(record.value)["e"]["withdrawal_id"]
-        forwarded[wid].append((record.partition, record.offset, record.timestamp / 1000))
+    stage2_order: list[str] = []  # withdrawal ids in the order the destination stage took them
+    for record in sorted(forwards, key=lambda r: (r.partition, r.offset)):
+        doc = json.loads(record.value)
+        for item in doc.get("items", [doc]):
+            if "e" not in item:
+                continue  # a label
+            wid = item["e"]["withdrawal_id"]
+            forwarded[wid].append((record.partition, record.offset, record.timestamp / 1000))
+            stage2_order.append(wid)
     verdicts: dict[str, list[bytes]] = defaultdict(list)
     first_verdict: dict[str, float] = {}
     verdict_times: dict[int, list[float]] = defaultdict(list)
@@ -605,6 +611,7 @@ def audit(chaos: Chaos, events: list[dict[str, Any]]) -> dict[str, Any]:
         1 for v in verdicts.values() if len({json.loads(x)["score"] for x in v}) > 1
     )
     latencies = [first_verdict[w] - where[w][2] for w in first_verdict if w in where]
+    replay_mismatches = _replay_mismatches(settings, events, stage2_order, verdicts)
 
     not_at_end = {
         f"{topic}[{p}]": (committed.get((topic, p)), end)
@@ -659,6 +666,8 @@ def audit(chaos: Chaos, events: list[dict[str, Any]]) -> dict[str, Any]:
         "duplicates_different_score": different_score,
         "contradictions": len(contradictions),
         "contradiction_examples": contradictions[:5],
+        "replay_mismatches": len(replay_mismatches),
+        "replay_mismatch_examples": replay_mismatches[:5],
         "dlq": len(dlq),
         "forward_messages": len(forwards),
         "latency_p50_s": round(percentile(latencies, 50), 3),
@@ -770,6 +779,47 @@ def broker_for(
         local_broker.stop(own, log=log)
 
 
+def _replay_mismatches(
+    settings: Settings,
+    events: list[dict[str, Any]],
+    stage2_order: list[str],
+    verdicts: dict[str, list[bytes]],
+) -> list[dict[str, Any]]:
+    """Withdrawals whose (first) verdict differs from `replay` over the same events, with the
+    destination stage's order taken from the by-destination topic (README: "the same as
+    replay"): verdict, score and reasons must match exactly."""
+    from detector.events import validate_withdrawal
+    from detector.model import Model
+    from detector.offline.replay import replay
+
+    decided = [e for e in events if e["withdrawal_id"] in verdicts]
+    seen = set(stage2_order)
+    if not decided or any(e["withdrawal_id"] not in seen for e in decided):
+        return []  # nothing to compare (a lost withdrawal is reported on its own)
+    withdrawals = [validate_withdrawal(e) for e in decided]
+    offline = replay(
+        withdrawals,
+        Model.load(settings.model_dir),
+        hold_seconds=settings.hold_seconds,
+        destination_order=[w for w in stage2_order if w in verdicts],
+    )
+    out = []
+    for expected in offline.verdicts:
+        actual = json.loads(verdicts[expected["withdrawal_id"]][0])
+        for name in ("verdict", "score", "reasons", "model_version"):
+            if actual[name] != expected[name]:
+                out.append(
+                    {
+                        "withdrawal_id": expected["withdrawal_id"],
+                        "field": name,
+                        "worker": actual[name],
+                        "replay": expected[name],
+                    }
+                )
+                break
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))
@@ -792,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             partitions=args.partitions,
             model_dir=REPO / "models" / "default",
             data_dir=run_dir / "data",
+            max_event_age_s=0.0,  # simulated history, days of it streamed in minutes
             **overrides,
         )
         chaos = Chaos(args, settings, run_dir)
@@ -883,6 +934,12 @@ def verdict_of(result: dict[str, Any], args: argparse.Namespace) -> int:
         problems.append(f"{result['lost']} withdrawals without verdict")
     if args.max_contradictions is not None and result["contradictions"] > args.max_contradictions:
         problems.append(f"{result['contradictions']} contradictions")
+    if args.ci:
+        different = result["duplicate_messages"] - result["duplicates_identical"]
+        if different:
+            problems.append(f"{different} duplicate verdicts are not byte-identical")
+        if result["replay_mismatches"]:
+            problems.append(f"{result['replay_mismatches']} verdicts differ from replay")
     if args.max_failover is not None:
         for step in result["steps"]:
             failover = step.get("failover_s")
@@ -914,6 +971,7 @@ def print_summary(r: dict[str, Any]) -> None:
         ("  of which byte-identical", r["duplicates_identical"]),
         ("  withdrawals with differing scores", r["duplicates_different_score"]),
         ("CONTRADICTIONS (different verdict)", r["contradictions"]),
+        ("verdicts that differ from replay", r["replay_mismatches"]),
         ("dead letters", r["dlq"]),
         ("group committed every input to its end", r["group_committed_to_end"]),
         (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -51,9 +51,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
-# How long a withdrawal_id is remembered (s of event time at the account stage; s of wall
-# clock for the verdicts kept by the destination stage): a redelivery or a producer's retry
-# within it gets the identical verdict and changes no state.
+# How long a withdrawal_id is remembered (s of wall clock since it was processed): a
+# redelivery or a producer's retry within it gets the identical verdict, changes no state.
 DEDUPE_WINDOW_S = 3600.0
 # Most withdrawal_ids one account remembers (a market maker's hour fits).
 MAX_SEEN = 64
@@ -143,7 +142,9 @@ class Stages:
         *,
         dedupe_window_s: float = DEDUPE_WINDOW_S,
         feedback: Feedback | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
         self.accounts = accounts
         self.destinations = destinations
         self.decided = decided
@@ -156,7 +157,7 @@ class Stages:
         if seen is not None:
             return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
         state, acc = account_step(state, event)
-        remember(state, event, acc, self.dedupe_window_s)
+        remember(state, event, acc, self.dedupe_window_s, self.clock())
         self.accounts[event.account_id] = state
         return acc
 
@@ -200,16 +201,16 @@ class Stages:
 
 
 def remember(
-    state: dict[str, Any], event: Withdrawal, acc: AccountFeatures, window_s: float
+    state: dict[str, Any], event: Withdrawal, acc: AccountFeatures, window_s: float, now: float
 ) -> None:
-    """Add ``event`` to the account's seen withdrawal_ids (in place): the newest
-    :data:`MAX_SEEN`, within ``window_s`` of event time of the account's newest withdrawal."""
+    """Add ``event`` to the account's seen withdrawal_ids (in place), stamped with the time
+    it was processed (``now``, wall clock: a redelivery comes within seconds of processing,
+    whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old."""
     seen: dict[str, list[Any]] = state.setdefault("seen", {})
-    seen[event.withdrawal_id] = [event.requested_at, *acc]
+    seen[event.withdrawal_id] = [now, *acc]
     if len(seen) > MAX_SEEN or len(seen) % 8 == 0:
-        horizon = float(state["last"]) - window_s
         keep = sorted(seen.items(), key=lambda kv: kv[1][0])[-MAX_SEEN:]
-        state["seen"] = {k: v for k, v in keep if v[0] >= horizon}
+        state["seen"] = {k: v for k, v in keep if v[0] >= now - window_s}
 
 
 class FeatureState(Stages):

@@ -198,7 +198,12 @@ def create_app(
     # The same composition replay uses, over the worker's tables.
     feedback = settings.feedback()
     stages = Stages(
-        account_view, destination_view, decided_view, dedupe_window_s=window, feedback=feedback
+        account_view,
+        destination_view,
+        decided_view,
+        dedupe_window_s=window,
+        feedback=feedback,
+        clock=clock,
     )
     decider = Decider(model, hold_seconds=settings.hold_seconds, feedback=feedback)
     shadow: list[Decider] = []  # the challenger, when the control topic names one

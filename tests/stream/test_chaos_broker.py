@@ -1,9 +1,12 @@
-"""Broker tier: bench/chaos.py --ci, two real workers, one of them kill -9'd and restarted.
+"""The chaos suite (broker tier, sized for CI): real workers, kill -9, a broker restart,
+scaling 1 -> 2 -> 1, audited with a second Kafka client (``bench/chaos.py --ci``).
 
-Fails when a withdrawal ends without a verdict (the lost-withdrawal bug) or when the killed
-worker's partitions take longer than 30 s to produce verdicts again (Faust's default session
-timeout made that 60-70 s; the configured 10 s gives ~12-15 s, with margin for slow CI).
-About 2 minutes on 2 cores.
+Every run must end with no withdrawal without a verdict, every duplicate verdict message
+byte-identical to the first, no contradiction, every verdict equal to ``replay`` over the
+same events (the destination stage's order taken from the by-destination topic), every input
+partition committed to its end, and verdicts for a killed worker's partitions back within
+``MAX_FAILOVER_S``. The longer version (100,000 withdrawals, 5 kills) is the same script run on
+demand; its figures are in the README.
 """
 
 from __future__ import annotations
@@ -13,18 +16,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.broker
 
 REPO = Path(__file__).resolve().parents[2]
+# The target is 15 s (README: failover); CI machines are slower and shared.
 MAX_FAILOVER_S = 30.0
 
 
-def test_kill_minus_nine_loses_nothing_and_fails_over(
-    bootstrap_servers: str, tmp_path: Path
-) -> None:
+def _chaos(tmp_path: Path, bootstrap_servers: str, *args: str) -> dict[str, Any]:
     run_dir = tmp_path / "chaos"
     result = subprocess.run(
         [
@@ -33,22 +36,41 @@ def test_kill_minus_nine_loses_nothing_and_fails_over(
             "--ci",
             "--max-failover",
             str(MAX_FAILOVER_S),
+            "--max-contradictions",
+            "0",
             "--run-dir",
             str(run_dir),
+            *args,
         ],
         cwd=REPO,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     summary = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
-    report = json.loads((run_dir / "result.json").read_text())
+    report: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
     assert report["lost"] == 0, summary
     assert report["with_verdict"] == report["sent"], summary
+    assert report["duplicates_identical"] == report["duplicate_messages"], summary
+    assert report["contradictions"] == 0 and report["replay_mismatches"] == 0, summary
     assert report["group_committed_to_end"], summary
+    return report
+
+
+def test_kill_minus_nine_twice_and_a_broker_restart(bootstrap_servers: str, tmp_path: Path) -> None:
+    """Two workers; one is kill -9'd, the broker restarts, the other is kill -9'd (a broker
+    of its own: the suite's broker stays up)."""
+    report = _chaos(tmp_path, bootstrap_servers, "--n", "3000", "--schedule", "kill,broker,kill")
     kills = [s for s in report["steps"] if s["step"] == "kill"]
-    assert kills and all(s["failover_s"] is not None for s in kills), summary
-    assert max(s["failover_s"] for s in kills) <= MAX_FAILOVER_S, summary
+    assert len(kills) == 2 and all(s["failover_s"] is not None for s in kills)
+    assert max(s["failover_s"] for s in kills) <= MAX_FAILOVER_S
+
+
+def test_scaling_one_to_two_to_one_worker(bootstrap_servers: str, tmp_path: Path) -> None:
+    report = _chaos(
+        tmp_path, bootstrap_servers, "--n", "2500", "--workers", "1", "--schedule", "add,remove"
+    )
+    assert [s["step"] for s in report["steps"]] == ["add", "remove"]
