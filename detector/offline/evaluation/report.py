@@ -395,7 +395,7 @@ def _simulator(fig: Mapping[str, Any]) -> list[str]:
         f"Model `{model['version']}` ({model['combine']}, families "
         f"{', '.join(model['families'])}; {len(model['features'])} features): delay >= "
         f"{num(model['delay_threshold'], 4)}, refuse >= {num(model['refuse_threshold'], 4)}. "
-        f"Replay at {world['replay_events_per_second']:.0f} withdrawals/s.",
+        f"Replay at {world['replay_events_per_second']:.0f} withdrawals/s (history and test).",
         "",
         "### At the model's own policy",
         "",
@@ -417,7 +417,8 @@ def _simulator(fig: Mapping[str, Any]) -> list[str]:
         f"{fb['labels']} fraud reports from the simulator (by source: "
         + ", ".join(f"{k} {v}" for k, v in fb["labels_by_source"].items())
         + f"), {fb['labels_before_test']} of them reported during the history, "
-        f"{fb['labels_in_test']} during the test period; each applied at its `reported_at` "
+        f"{fb['labels_in_test']} during the test period (the rest after it ends); each "
+        "applied at its `reported_at` "
         "with the default feedback settings (a reported destination is refused for "
         f"{fb['settings']['report_s'] / 86400:.0f} days, a reported account is held for "
         f"{fb['settings']['cooldown_s'] / 3600:.0f} h). With feedback @ 1% = the budget's "
@@ -555,7 +556,7 @@ def _sparkov(fig: Mapping[str, Any]) -> list[str]:
         "`train()` on the train part, `replay()` over train + test warm, the test part "
         f"scored. Model `{model['version']}`: delay >= {num(model['delay_threshold'], 4)}, "
         f"refuse >= {num(model['refuse_threshold'], 4)}; replay at "
-        f"{spk['replay_events_per_second']:.0f} withdrawals/s.",
+        f"{spk['replay_events_per_second']:.0f} withdrawals/s (train and test).",
         "",
         SPARKOV_HEADER,
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -210,7 +210,8 @@ def run_world(
     timings["cpu_s"] = time.process_time() - cpu
     figures["timings"] = timings
     figures["simulation_cached"] = info["cached"]
-    figures["replay_events_per_second"] = plain.events_per_second
+    # withdrawals replayed per second, the warm-up (history) included
+    figures["replay_events_per_second"] = len(events) / plain.seconds if plain.seconds else 0.0
     ours = figures["methods"][OURS]
     progress(
         f"[{spec.name}] done in {timings['total_s']:.1f} s: recall @ {BUDGET:.0%} normal "

@@ -282,7 +282,7 @@ def run_sparkov(
         "feedback": feedback,
         "per_category": per_category,
         "misses": misses,
-        "replay_events_per_second": plain.events_per_second,
+        "replay_events_per_second": len(events) / plain.seconds if plain.seconds else 0.0,
         "timings": timings,
     }
     progress(
