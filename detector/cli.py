@@ -106,8 +106,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         attacks_per_scenario=args.attacks_per_scenario,
+        amount_scale=args.amount_scale,
+        activity_scale=args.activity_scale,
     )
     events = simulate.generate(config)
+    if args.labels_out:
+        n_labels = simulate.write_labels(simulate.attack_labels(events, config), args.labels_out)
+        print(f"wrote {n_labels} labels to {args.labels_out}")
     if args.out:
         n = simulate.write_jsonl(events, Path(args.out))
         labels: dict[str, int] = {}
@@ -297,9 +302,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detector.offline.evaluation import run_evaluation
+    from detector.offline.evaluation import DEFAULT_SPARKOV, render, run_evaluation
 
-    run_evaluation(Path(args.out), Path(args.work_dir), accounts=args.accounts, days=args.days)
+    if args.from_json:
+        render(Path(args.from_json), Path(args.out))
+        print(f"[evaluate] rewrote {args.out} from {args.from_json}")
+        return 0
+    sparkov = None if args.no_sparkov else Path(args.sparkov or DEFAULT_SPARKOV)
+    run_evaluation(
+        Path(args.out),
+        Path(args.work_dir),
+        accounts=args.accounts,
+        days=args.days,
+        seed=args.seed,
+        train_attacks_per_scenario=args.train_attacks,
+        test_attacks_per_scenario=args.test_attacks,
+        worlds=args.worlds.split(",") if args.worlds else None,
+        sparkov=sparkov,
+        delay_rate=args.delay_rate,
+        refuse_rate=args.refuse_rate,
+    )
     return 0
 
 
@@ -343,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=14.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--attacks-per-scenario", type=int, default=8)
+    p.add_argument("--amount-scale", type=float, default=1.0, help="every amount x this")
+    p.add_argument("--activity-scale", type=float, default=1.0, help="every withdrawal rate x this")
+    p.add_argument("--labels-out", help="also write the attacks' fraud reports (labels JSONL)")
     p.add_argument("--bootstrap-servers")
     p.add_argument("--topic")
     p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
@@ -415,11 +440,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("evaluate", help="regenerate docs/evaluation.md (model vs baselines)")
+    p = sub.add_parser(
+        "evaluate",
+        help="regenerate docs/evaluation.md: simulator, shifted worlds, Sparkov; baselines",
+    )
     p.add_argument("--out", default="docs/evaluation.md")
-    p.add_argument("--work-dir", default=".detector/evaluation")
-    p.add_argument("--accounts", type=int, default=1000)
-    p.add_argument("--days", type=float, default=21.0)
+    p.add_argument("--work-dir", default=".detector/evaluation", help="simulations, models")
+    p.add_argument("--accounts", type=int, default=1000, help="simulated accounts")
+    p.add_argument(
+        "--days", type=float, default=21.0, help="days of simulated history, and of test"
+    )
+    p.add_argument("--seed", type=int, default=1, help="simulator seed (every world)")
+    p.add_argument("--train-attacks", type=int, default=2, help="per scenario, in the history")
+    p.add_argument(
+        "--test-attacks", type=int, help="per scenario, in the test (default: 24, fewer if small)"
+    )
+    p.add_argument(
+        "--worlds",
+        help="comma-separated simulated worlds (default all: base, amount_x0.01, amount_x100, "
+        "activity_x0.2, activity_x5; base always runs)",
+    )
+    p.add_argument(
+        "--sparkov", help="the Sparkov benchmark directory (default ../shared/benchmarks/sparkov)"
+    )
+    p.add_argument("--no-sparkov", action="store_true", help="skip the external benchmark")
+    p.add_argument("--delay-rate", type=float, default=DEFAULT_DELAY_RATE)
+    p.add_argument("--refuse-rate", type=float, default=DEFAULT_REFUSE_RATE)
+    p.add_argument("--from-json", help="only rewrite the markdown from this JSON of an earlier run")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="end to end on a local Kafka: worker + traffic + summary")

@@ -64,7 +64,7 @@ def test_readme_lists_every_setting() -> None:
 
 def test_readme_quotes_the_current_evaluation_table() -> None:
     evaluation = (README.parent / "docs" / "evaluation.md").read_text()
-    start = evaluation.index("| scenario | events | ours recall")
+    start = evaluation.index("| world | test withdrawals | attacks | ours recall")
     table = evaluation[start : evaluation.index("\n\n", start)]
     assert table in README.read_text(), "README quality table differs from docs/evaluation.md"
 

@@ -20,8 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detector.cli import main
 from detector.errors import ConfigError, KafkaSetupError
+from detector.labels import Label, validate_label
 from detector.local.traffic import PROGRESS_EVERY, stream_to_kafka
+from detector.offline.dataset import load_labels
 from detector.offline.simulate import (
     ASSETS,
     DEFAULT_START,
@@ -29,9 +32,11 @@ from detector.offline.simulate import (
     SCENARIOS,
     STRUCTURING_LIMIT_USD,
     SimConfig,
+    attack_labels,
     encode_event,
     generate,
     write_jsonl,
+    write_labels,
 )
 
 Event = dict[str, Any]
@@ -367,10 +372,243 @@ def test_structuring_signature(attacks: dict[str, list[Event]]) -> None:
 
 
 def test_single_account_victims_are_distinct(attacks: dict[str, list[Event]]) -> None:
-    solo = [evs[0]["account_id"] for evs in attacks.values() if label(evs[0]) != "fan_in"]
-    assert len(solo) == len(set(solo)) == 4 * 8
-    fan = {e["account_id"] for evs in attacks.values() if label(evs[0]) == "fan_in" for e in evs}
-    assert fan.isdisjoint(solo)
+    shared = ("fan_in", "scam_address")
+    solo = [evs[0]["account_id"] for evs in attacks.values() if label(evs[0]) not in shared]
+    assert len(solo) == len(set(solo)) == (len(SCENARIOS) - len(shared)) * 8
+    many = {e["account_id"] for evs in attacks.values() if label(evs[0]) in shared for e in evs}
+    assert many.isdisjoint(solo)
+
+
+def _local_peak_hour(history: list[Event]) -> float:
+    """The hour (UTC) around which an account's normal withdrawals concentrate: its local
+    afternoon peak (circular mean of the hours)."""
+    angles = [2 * math.pi * _hour(e) / 24 for e in history if label(e) == NORMAL_LABEL]
+    mean = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles)))
+    return (mean * 24 / (2 * math.pi)) % 24
+
+
+def _hour(event: Event) -> float:
+    moment = datetime.fromisoformat(event["requested_at"])
+    return moment.hour + moment.minute / 60
+
+
+def test_night_takeover_signature(
+    attacks: dict[str, list[Event]], accounts: dict[str, list[Event]]
+) -> None:
+    night = of_scenario(attacks, "night_takeover")
+    assert len(night) == 8
+    offsets: list[float] = []
+    for evs in night:
+        assert 2 <= len(evs) <= 5
+        assert len({e["account_id"] for e in evs}) == 1
+        assert 1 <= len({e["destination"] for e in evs}) <= 2
+        assert 3_600 - 1 <= ts(evs[-1]) - ts(evs[0]) <= 2 * 3_600 + 1  # an hour or two
+        history = accounts[evs[0]["account_id"]]
+        before = earlier(history, evs[0])
+        assert len(before) >= 3
+        assert {e["destination"] for e in evs}.isdisjoint({e["destination"] for e in before})
+        habit = normal_median(history)
+        for e in evs:
+            assert 1.5 * habit <= e["amount_usd"] <= 25 * habit  # 3-10x the habit, noisy median
+        # Not a drain: the owner goes on withdrawing afterwards (when the period allows).
+        later = [e for e in history if label(e) == NORMAL_LABEL and ts(e) > ts(evs[-1])]
+        offsets += [(_hour(e) - _local_peak_hour(history)) % 24 for e in evs]
+        assert later or ts(evs[-1]) > ts(history[-1]) - 3 * _DAY_S
+    ratios = [
+        e["amount_usd"] / normal_median(accounts[e["account_id"]]) for evs in night for e in evs
+    ]
+    assert 3.0 <= statistics.median(ratios) <= 10.0
+    # In the account's night: 00:00-06:00 local is 9-15 h after its 15:00 local peak (the
+    # peak estimated from its own withdrawals, so allow a few hours of slack).
+    assert all(6.0 <= o <= 18.0 for o in offsets), offsets
+    assert 9.0 <= statistics.median(offsets) <= 15.0
+
+
+def test_scam_address_signature(
+    attacks: dict[str, list[Event]], accounts: dict[str, list[Event]]
+) -> None:
+    scams = of_scenario(attacks, "scam_address")
+    assert len(scams) == 8
+    legit = {e["destination"] for e in accounts_events(accounts) if label(e) == NORMAL_LABEL}
+    for evs in scams:
+        assert len({e["destination"] for e in evs}) == 1
+        assert evs[0]["destination"] not in legit
+        payers = Counter(e["account_id"] for e in evs)
+        assert 8 <= len(payers) <= 30
+        assert max(payers.values()) <= 3
+        assert ts(evs[-1]) - ts(evs[0]) >= 3 * _DAY_S  # over days to weeks
+        ratios = [e["amount_usd"] / normal_median(accounts[e["account_id"]]) for e in evs]
+        assert 0.6 < statistics.median(ratios) < 1.6  # near the payer's usual amount
+        for e in evs:  # victims keep their normal life
+            assert any(label(x) == NORMAL_LABEL for x in accounts[e["account_id"]])
+
+
+def accounts_events(accounts: dict[str, list[Event]]) -> list[Event]:
+    return [e for evs in accounts.values() for e in evs]
+
+
+# --------------------------------------------------------------------------------------
+# Labels (fraud reports)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reports(events: list[Event]) -> list[Label]:
+    return attack_labels(events, SimConfig())
+
+
+def test_labels_are_valid_deterministic_and_cover_every_attack(
+    events: list[Event], attacks: dict[str, list[Event]], reports: list[Label]
+) -> None:
+    for report in reports:
+        assert validate_label(json.loads(json.dumps(report.to_json()))) == report
+        assert report.is_fraud
+    assert len({r.label_id for r in reports}) == len(reports)
+    assert [r.reported_at for r in reports] == sorted(r.reported_at for r in reports)
+    assert attack_labels(events, SimConfig()) == reports
+    by_id = {e["withdrawal_id"]: e for e in events}
+    reported = {by_id[r.withdrawal_id or ""]["metadata"]["attack_id"] for r in reports}
+    assert reported == set(attacks)
+    for report in reports:
+        event = by_id[report.withdrawal_id or ""]
+        assert report.destination == event["destination"]
+        assert report.reported_at > ts(event)  # reported after it happened
+        assert report.reported_at - ts(event) <= 10 * _DAY_S + 1
+
+
+def test_scam_reports_name_the_address_days_after_the_first_payment(
+    attacks: dict[str, list[Event]], reports: list[Label]
+) -> None:
+    for evs in of_scenario(attacks, "scam_address"):
+        mine = [r for r in reports if r.destination == evs[0]["destination"]]
+        assert mine
+        assert all(r.source == "customer_report" and r.account_id is None for r in mine)
+        first = min(r.reported_at for r in mine)
+        assert 2 * _DAY_S <= first - ts(evs[0]) <= 5 * _DAY_S
+        assert any(ts(e) > first for e in evs) or ts(evs[-1]) - ts(evs[0]) < 5 * _DAY_S
+
+
+def test_single_account_attacks_are_reported_with_the_account(
+    attacks: dict[str, list[Event]], reports: list[Label]
+) -> None:
+    by_withdrawal = {r.withdrawal_id: r for r in reports}
+    for evs in attacks.values():
+        scenario = label(evs[0])
+        if scenario in ("fan_in", "scam_address"):
+            continue
+        mine = [
+            by_withdrawal[e["withdrawal_id"]] for e in evs if e["withdrawal_id"] in by_withdrawal
+        ]
+        assert {r.destination for r in mine} == {e["destination"] for e in evs}
+        assert {r.account_id for r in mine} == {evs[0]["account_id"]}
+        assert len({r.reported_at for r in mine}) == 1  # one report, one label per address
+        assert {r.source for r in mine} == {
+            "analyst" if scenario == "structuring" else "customer_report"
+        }
+
+
+def test_write_labels_round_trip(reports: list[Label], tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    assert write_labels(reports, path) == len(reports)
+    assert load_labels(path) == reports
+
+
+def test_simulate_cli_writes_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, labels_out = tmp_path / "w.jsonl", tmp_path / "l.jsonl"
+    args = ["simulate", "--out", str(out), "--accounts", "120", "--days", "5", "--seed", "3"]
+    assert main([*args, "--attacks-per-scenario", "1", "--labels-out", str(labels_out)]) == 0
+    config = SimConfig(accounts=120, days=5.0, seed=3, attacks_per_scenario=1)
+    expected = attack_labels(generate(config), config)
+    assert load_labels(labels_out) == expected
+    assert f"wrote {len(expected)} labels" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------
+# A test period, shifted worlds
+# --------------------------------------------------------------------------------------
+
+
+def test_test_period_has_its_own_attacks() -> None:
+    config = SimConfig(
+        accounts=300, days=20, test_days=8, attacks_per_scenario=1, test_attacks_per_scenario=3
+    )
+    out = generate(config)
+    start = config.start.timestamp()
+    cut = config.test_start.timestamp()
+    assert cut == start + 12 * _DAY_S
+    warm = start + config.warmup_fraction * 12 * _DAY_S
+    groups = by_attack(out)
+    history = Counter(label(evs[0]) for evs in groups.values() if ts(evs[0]) < cut)
+    test = Counter(label(evs[0]) for evs in groups.values() if ts(evs[0]) >= cut)
+    assert history == dict.fromkeys(SCENARIOS, 1)
+    assert test == dict.fromkeys(SCENARIOS, 3)
+    for evs in groups.values():
+        inside_history = ts(evs[0]) < cut
+        assert all((ts(e) < cut) == inside_history for e in evs)  # none straddles the cut
+        assert ts(evs[0]) >= warm
+    # the same people on both sides of the cut
+    before = {e["account_id"] for e in out if ts(e) < cut}
+    after = {e["account_id"] for e in out if ts(e) >= cut}
+    assert len(before & after) > 0.9 * len(after)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_amount_scale_scales_every_amount_and_nothing_else(
+    scale: float, events: list[Event]
+) -> None:
+    scaled = generate(SimConfig(amount_scale=scale))
+    assert len(scaled) == len(events)
+    assert all(not contract_violations(e) for e in scaled)
+    for a, b in zip(events, scaled, strict=True):
+        assert (a["account_id"], a["destination"], a["requested_at"], a["metadata"]) == (
+            b["account_id"],
+            b["destination"],
+            b["requested_at"],
+            b["metadata"],
+        )
+        assert b["amount_usd"] == pytest.approx(a["amount_usd"] * scale, rel=2e-3)
+        assert float(b["amount"]) == pytest.approx(float(a["amount"]) * scale, rel=2e-3)
+
+    def reported(labels: list[Label]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (x.reported_at, x.source, x.account_id or "", x.destination or "") for x in labels
+        )
+
+    # the same reports (withdrawal ids differ: they derive from the configuration)
+    ours = reported(attack_labels(scaled, SimConfig(amount_scale=scale)))
+    assert ours == reported(attack_labels(events, SimConfig()))
+    limit = STRUCTURING_LIMIT_USD * scale  # the insider's limit moves with the currency
+    for evs in of_scenario(by_attack(scaled), "structuring"):
+        assert all(0.9 * limit <= e["amount_usd"] < limit for e in evs)
+
+
+@pytest.mark.parametrize("pace", [0.2, 5.0])
+def test_activity_scale_scales_rates_and_episode_durations(
+    pace: float, events: list[Event]
+) -> None:
+    config = SimConfig(activity_scale=pace)
+    shifted = generate(config)
+    assert all(not contract_violations(e) for e in shifted)
+    normal = sum(1 for e in events if label(e) == NORMAL_LABEL)
+    normal_shifted = sum(1 for e in shifted if label(e) == NORMAL_LABEL)
+    assert 0.75 * pace < normal_shifted / normal < 1.25 * pace
+    groups = by_attack(shifted)
+    assert Counter(label(evs[0]) for evs in groups.values()) == dict.fromkeys(SCENARIOS, 8)
+    for evs in of_scenario(groups, "scripted_burst"):
+        assert ts(evs[-1]) - ts(evs[0]) <= 480 / pace + 1
+    for evs in of_scenario(groups, "account_takeover"):
+        assert ts(evs[-1]) - ts(evs[0]) <= 480 / pace + 1
+    for evs in of_scenario(groups, "structuring"):
+        assert ts(evs[-1]) - ts(evs[0]) <= 12 * 3_600 / pace + 1
+    for evs in of_scenario(groups, "night_takeover"):  # stays inside the night (6 h)
+        assert ts(evs[-1]) - ts(evs[0]) <= min(2 * 3_600 / pace, 6 * 3_600) + 1
+    end = SimConfig().start.timestamp() + SimConfig().days * _DAY_S
+    assert all(ts(e) < end + 3_600 for e in shifted)
+
+
+def test_scaled_worlds_are_deterministic() -> None:
+    config = SimConfig(accounts=150, days=6, amount_scale=0.01, activity_scale=5.0)
+    assert generate(config) == generate(config)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -418,6 +656,15 @@ def test_small_configs_are_valid(
         {"scenarios": ("account_takeover", "phishing")},
         {"scenarios": ("fan_in", "fan_in")},
         {"start": datetime(2026, 10, 1)},  # naive
+        {"amount_scale": 0.0},
+        {"amount_scale": -1.0},
+        {"amount_scale": math.nan},
+        {"activity_scale": 0.0},
+        {"activity_scale": math.inf},
+        {"test_days": 14.0},
+        {"test_days": -1.0},
+        {"test_attacks_per_scenario": 2},  # without a test period
+        {"test_days": 5.0, "test_attacks_per_scenario": -1},
     ],
 )
 def test_bad_config_raises(kwargs: dict[str, Any]) -> None:

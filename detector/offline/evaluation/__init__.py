@@ -1,48 +1,57 @@
-"""``detector evaluate``: regenerate ``docs/evaluation.md`` (our model vs baselines) in one run.
+"""``detector evaluate``: regenerate ``docs/evaluation.md``, three worlds in one report.
 
-The run is self-contained and seeded, so the document is reproducible (only the measured
-speeds change between machines):
+One seeded run, every number printed from the JSON it writes beside the markdown:
 
-1. simulate a *training* history (few attacks: real history is mostly normal) and a
-   separate *test* set (more attacks, so every scenario has enough withdrawals), both
-   written as JSONL under ``work_dir``;
-2. train our model with :func:`detector.offline.training.train` on the training file (thresholds
-   calibrated on the training scores only);
-3. replay the test set through :func:`detector.offline.replay.replay` (the worker's decision
-   logic): per-scenario recall at the configured policy (flagged = delay or refuse) and
-   the normal flagged rate, plus refuse-only numbers and the replay's events/s;
-4. baselines on the same test withdrawals, each thresholded so that its flagged rate on the
-   test set's *normal* withdrawals equals ours exactly (same false-positive budget, see
-   :func:`match_threshold`): a static ``amount_usd`` threshold, and an sklearn
-   ``IsolationForest`` on ln(amount_usd) alone (same trees and subsample size as ours, fit
-   on the training withdrawals); then all three methods again at exactly the configured
-   delay rate (ranking quality with calibration removed) and their average precision;
-5. write the markdown, two PNGs beside it (``<stem>_pr.png``, ``<stem>_scores.png``) and
-   every figure as JSON (``<stem>.json``); the markdown only prints numbers of that JSON.
+(a) our simulator, every scenario: one simulated population over a training history (few
+    attacks) and a test period (many attacks); ``train()`` on the history, ``replay()``
+    over history + test warm (``score_from`` = the test's start); recall per scenario at
+    the model's own policy and at a 1% budget of normal withdrawals, AP, baselines
+    (:mod:`~detector.offline.evaluation.baselines`) in the same run; then again with the
+    simulator's fraud reports as feedback (:mod:`~detector.offline.evaluation.simworld`);
+(b) the same with shifted habits (amounts x0.01 and x100, activity x0.2 and x5), each
+    retrained on its own shifted history, compared with (a);
+(c) the external Sparkov benchmark when its directory is there, by its README's protocol
+    (:mod:`~detector.offline.evaluation.sparkov`), with its 7-day-late fraud reports.
+
+Then the targets of issue 8, each met or not with its figure, "what the misses look like"
+per world, four PNGs (:mod:`~detector.offline.evaluation.figures`) and the timings.
+Measures: :mod:`~detector.offline.evaluation.measures`; markdown:
+:mod:`~detector.offline.evaluation.report`; orchestration: :mod:`~detector.offline.evaluation.run`.
 """
 
 from detector.offline.evaluation.measures import (
+    BUDGET,
     MAX_SAMPLES,
     MODEL_SEED,
     N_ESTIMATORS,
-    TARGET_NORMAL_FLAGGED_RATE,
-    TARGET_RECALL,
-    TEST_ATTACKS_PER_SCENARIO,
-    TRAIN_ATTACKS_PER_SCENARIO,
     MatchedThreshold,
     match_threshold,
+    top_budget,
 )
-from detector.offline.evaluation.run import run_evaluation
+from detector.offline.evaluation.run import (
+    DEFAULT_SPARKOV,
+    TARGETS,
+    TEST_ATTACKS_PER_SCENARIO,
+    TRAIN_ATTACKS_PER_SCENARIO,
+    render,
+    run_evaluation,
+)
+from detector.offline.evaluation.simworld import WORLDS, WorldSpec
 
 __all__ = [
+    "BUDGET",
+    "DEFAULT_SPARKOV",
     "MAX_SAMPLES",
     "MODEL_SEED",
     "N_ESTIMATORS",
-    "TARGET_NORMAL_FLAGGED_RATE",
-    "TARGET_RECALL",
+    "TARGETS",
     "TEST_ATTACKS_PER_SCENARIO",
     "TRAIN_ATTACKS_PER_SCENARIO",
+    "WORLDS",
     "MatchedThreshold",
+    "WorldSpec",
     "match_threshold",
+    "render",
     "run_evaluation",
+    "top_budget",
 ]

@@ -1,4 +1,14 @@
-"""Rates, matched thresholds and average precision: how methods are compared fairly."""
+"""How methods are compared fairly: matched thresholds, review budgets, rates, AP, ROC AUC.
+
+Two ways to spend a false-positive budget, both exact:
+
+* :func:`match_threshold` flags exactly a share of the *normal* withdrawals (ties at the
+  threshold split by weight): our simulator's measure ("attacks held while <= 1% of normal
+  withdrawals are") and how every baseline is put at our policy's normal flagged rate;
+* :func:`top_budget` flags the top share of *all* withdrawals by score, ties at the cut
+  broken by a seeded random order: the Sparkov benchmark's protocol, exactly as its
+  ``baselines.py`` does it (same seed, same ordering), so the numbers are comparable.
+"""
 
 from __future__ import annotations
 
@@ -10,63 +20,39 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detector.features import FEATURE_NAMES
-from detector.model import Model
-from detector.offline import simulate
-from detector.offline.plots import precision_recall_curve
+from detector.offline.quality import NORMAL_LABEL
 from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
+
+__all__ = [
+    "BUDGET",
+    "MAX_SAMPLES",
+    "MODEL_SEED",
+    "N_ESTIMATORS",
+    "SHUFFLE_SEED",
+    "MatchedThreshold",
+    "average_precision",
+    "match_threshold",
+    "rates",
+    "roc_auc",
+    "top_budget",
+]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+StrArray = npt.NDArray[np.str_]
 
-# Target of the detector: share of attack withdrawals flagged (delay or refuse) ...
-TARGET_RECALL = 0.90
-# ... while flagging at most this share of normal withdrawals.
-TARGET_NORMAL_FLAGGED_RATE = 0.01
-# Attacks per scenario in the training history: real history is mostly normal (count).
-TRAIN_ATTACKS_PER_SCENARIO = 2
-# Attacks per scenario in the test set: enough withdrawals per scenario for a recall that
-# moves in steps of a few percent even for the 1-3-withdrawal scenarios (count) ...
-TEST_ATTACKS_PER_SCENARIO = 24
-# ... but at most one per this many accounts, so small populations keep enough free
-# victims (each single-account attack takes its own account) (accounts per attack).
-_ACCOUNTS_PER_TEST_ATTACK = 40
-# Our forest and the raw-amount baseline forest: trees, subsample size (rows) and seed;
-# the `detector train` defaults.
-N_ESTIMATORS = DEFAULT_TREES  # same forest size as `detector train`
+# The review budget of every world: 1% (of normal withdrawals in our simulator, of all test
+# withdrawals in Sparkov, whose protocol says so) (share).
+BUDGET = 0.01
+# Seed of the random order that breaks ties at a top-budget cut (Sparkov's baselines.py: 0).
+SHUFFLE_SEED = 0
+# Our forest and the baseline forests: trees, subsample size (rows) and seed; the
+# `detector train` defaults, and the forests of Sparkov's baselines.py (100, 2048, 0).
+N_ESTIMATORS = DEFAULT_TREES
 MAX_SAMPLES = DEFAULT_MAX_SAMPLES
 MODEL_SEED = 0
-# Floor before taking ln(amount_usd) (USD): one cent, guards ln(0) on dust amounts.
-_MIN_LOG_USD = 0.01
 # Two floats closer than this (in withdrawals) are the same count: rate * n is a count.
 _COUNT_EPS = 1e-6
-# A feature of missed withdrawals is "at its ordinary value" when its median is within
-# this of the training median (feature units; every feature is floored at the ordinary end).
-_ORDINARY_EPS = 1e-9
-# Histogram bins of the score figure (count over the observed score range).
-_SCORE_BINS = 80
-# Figure size (inches) and resolution (dots per inch) of both PNGs.
-_FIG_SIZE = (8.0, 5.0)
-_FIG_DPI = 110
-
-_OURS = "ours"
-_STATIC = "static_threshold"
-_RAW = "raw_amount_iforest"
-_METHOD_TITLES = {
-    _OURS: "ours (isolation forest, our features)",
-    _STATIC: "static amount threshold",
-    _RAW: "raw-amount iForest",
-}
-_COLORS = {_OURS: "#4c72b0", _STATIC: "#dd8452", _RAW: "#55a868"}
-
-
-def _say(message: str) -> None:
-    print(f"[evaluate] {message}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------
-# Threshold matching
-# ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -113,104 +99,55 @@ def match_threshold(scores: Sequence[float] | FloatArray, rate: float) -> Matche
     return MatchedThreshold(threshold, fraction)
 
 
-# ---------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------
+def top_budget(
+    scores: FloatArray, budget: float = BUDGET, seed: int = SHUFFLE_SEED
+) -> tuple[BoolArray, int]:
+    """The top ``budget`` share of rows by score (``round(budget * n)`` rows), ties broken
+    by a seeded random order; and how many rows share the score at the cut. Identical to
+    ``top_budget`` of Sparkov's ``baselines.py``."""
+    values = np.asarray(scores, dtype=np.float64)
+    k = round(budget * len(values))
+    flagged = np.zeros(len(values), dtype=np.bool_)
+    if k <= 0:
+        return flagged, 0
+    tiebreak = np.random.default_rng(seed).random(len(values))
+    order = np.lexsort((tiebreak, -values))
+    flagged[order[:k]] = True
+    cut = values[order[k - 1]]
+    return flagged, int(np.sum(values == cut))
 
 
-def _rates(weights: FloatArray, labels: npt.NDArray[np.str_]) -> dict[str, Any]:
-    """Normal flagged rate, overall attack recall and recall per scenario (None: no events)."""
-    normal = labels == simulate.NORMAL_LABEL
-    attack = np.isin(labels, simulate.SCENARIOS)
+def rates(weights: FloatArray, labels: StrArray, scenarios: Sequence[str]) -> dict[str, Any]:
+    """Normal flagged rate, overall attack recall and recall per scenario (None: no events)
+    of per-withdrawal flag weights (0/1, or fractional at a matched threshold's ties)."""
+    normal = labels == NORMAL_LABEL
+    attack = np.isin(labels, list(scenarios))
     by: dict[str, float | None] = {}
-    for name in simulate.SCENARIOS:
+    for name in scenarios:
         mask = labels == name
         by[name] = float(weights[mask].mean()) if mask.any() else None
     return {
         "normal_flagged_rate": float(weights[normal].mean()) if normal.any() else 0.0,
         "attack_recall": float(weights[attack].mean()) if attack.any() else None,
+        "flagged": float(weights.sum()),
         "by_scenario": by,
     }
 
 
-def _average_precision(scores: FloatArray, positive: BoolArray) -> float | None:
-    """Average precision of "flag when score >= t" (ties flagged together); None: no positive."""
-    if not positive.any():
+def average_precision(scores: FloatArray, positive: BoolArray) -> float | None:
+    """sklearn's average precision (ties at a score flagged together); None: no positive
+    or no negative."""
+    if not positive.any() or positive.all():
         return None
-    precision, recall, _ = precision_recall_curve(scores, positive)
-    steps = np.diff(np.r_[0.0, recall])
-    return float(np.sum(steps * precision))
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(positive, scores))
 
 
-def _ap_table(scores: FloatArray, labels: npt.NDArray[np.str_]) -> dict[str, Any]:
-    normal = labels == simulate.NORMAL_LABEL
-    attack = np.isin(labels, simulate.SCENARIOS)
-    keep = normal | attack
-    out: dict[str, Any] = {"all": _average_precision(scores[keep], attack[keep])}
-    for name in simulate.SCENARIOS:
-        mask = normal | (labels == name)
-        out[name] = _average_precision(scores[mask], (labels == name)[mask])
-    return out
+def roc_auc(scores: FloatArray, positive: BoolArray) -> float | None:
+    """sklearn's ROC AUC; None without both classes."""
+    if not positive.any() or positive.all():
+        return None
+    from sklearn.metrics import roc_auc_score
 
-
-def _matched(
-    scores: FloatArray, labels: npt.NDArray[np.str_], rate: float
-) -> tuple[dict[str, Any], FloatArray]:
-    """Threshold ``scores`` at exactly ``rate`` of the normal withdrawals; its rates."""
-    normal = labels == simulate.NORMAL_LABEL
-    matched = match_threshold(scores[normal], rate)
-    weights = matched.weights(scores)
-    result = {
-        "threshold": matched.threshold if math.isfinite(matched.threshold) else None,
-        "tie_fraction": matched.tie_fraction,
-        **_rates(weights, labels),
-    }
-    return result, weights
-
-
-def _raw_amount_scores(train_usd: FloatArray, test_usd: FloatArray) -> FloatArray:
-    """Anomaly score s(x) in (0, 1] of an IsolationForest fit on ln(amount_usd) alone."""
-    from sklearn.ensemble import IsolationForest
-
-    forest = IsolationForest(
-        n_estimators=N_ESTIMATORS,
-        max_samples=min(MAX_SAMPLES, train_usd.size),
-        random_state=MODEL_SEED,
-    )
-    forest.fit(np.log(np.maximum(train_usd, _MIN_LOG_USD)).reshape(-1, 1))
-    raw = forest.score_samples(np.log(np.maximum(test_usd, _MIN_LOG_USD)).reshape(-1, 1))
-    return np.asarray(-raw, dtype=np.float64)
-
-
-def _missed_analysis(
-    rows: FloatArray,
-    flagged: BoolArray,
-    labels: npt.NDArray[np.str_],
-    scores: FloatArray,
-    model: Model,
-) -> dict[str, Any]:
-    """Per scenario: median features of missed vs caught attack withdrawals, and their scores."""
-    out: dict[str, Any] = {}
-    ordinary = dict(zip(FEATURE_NAMES, model.ordinary, strict=True))
-    for name in simulate.SCENARIOS:
-        mask = labels == name
-        missed = mask & ~flagged
-        caught = mask & flagged
-
-        def medians(sel: BoolArray) -> dict[str, float] | None:
-            if not sel.any():
-                return None
-            med = np.median(rows[sel], axis=0)
-            return {f: float(v) for f, v in zip(FEATURE_NAMES, med, strict=True)}
-
-        out[name] = {
-            "events": int(mask.sum()),
-            "missed": int(missed.sum()),
-            "caught": int(caught.sum()),
-            "median_score_missed": float(np.median(scores[missed])) if missed.any() else None,
-            "median_score_caught": float(np.median(scores[caught])) if caught.any() else None,
-            "median_features_missed": medians(missed),
-            "median_features_caught": medians(caught),
-            "ordinary": ordinary,
-        }
-    return out
+    return float(roc_auc_score(positive, scores))

@@ -19,7 +19,15 @@ Normal traffic is deliberately messy so that naive rules have false positives:
   some accounts sign up mid-period (no history at all).
 
 Attack scenarios, one function each: :func:`account_takeover`, :func:`scripted_burst`,
-:func:`dormant_wakeup`, :func:`fan_in` and :func:`structuring`.
+:func:`dormant_wakeup`, :func:`fan_in`, :func:`structuring`, :func:`night_takeover` (2-5
+withdrawals of 3-10x the habit in the account's night, to new addresses, not a drain) and
+:func:`scam_address` (many accounts pay one address near their usual amounts over weeks).
+:func:`attack_labels` gives the fraud reports of every attack (the labels contract, each
+reported some time later), :func:`write_labels` writes them as JSONL.
+
+``SimConfig.test_days`` splits the period into a history and a test period of the same
+world, each with its own number of attacks; ``SimConfig.amount_scale`` and
+``SimConfig.activity_scale`` shift the whole world's habits (see :class:`SimConfig`).
 
 Dormant accounts need >= 30 days of silence before they wake, longer than the default
 period, so their early history is placed *before* ``SimConfig.start``: the first events of
@@ -35,10 +43,13 @@ from detector.offline.simulate.attacks import (
     account_takeover,
     dormant_wakeup,
     fan_in,
+    night_takeover,
+    scam_address,
     scripted_burst,
     structuring,
 )
 from detector.offline.simulate.output import encode_event, generate, write_jsonl
+from detector.offline.simulate.reports import attack_labels, write_labels
 from detector.offline.simulate.world import (
     ASSETS,
     DEFAULT_START,
@@ -57,11 +68,15 @@ __all__ = [
     "Asset",
     "SimConfig",
     "account_takeover",
+    "attack_labels",
     "dormant_wakeup",
     "encode_event",
     "fan_in",
     "generate",
+    "night_takeover",
+    "scam_address",
     "scripted_burst",
     "structuring",
     "write_jsonl",
+    "write_labels",
 ]

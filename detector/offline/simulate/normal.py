@@ -30,6 +30,7 @@ from detector.offline.simulate.world import (
     _concat,
     _intensity,
     _log_uniform,
+    _paced,
     _peak_intensity,
     _World,
     _zipf_weights,
@@ -115,17 +116,19 @@ def _quick_repeats(rng: np.random.Generator, world: _World, batch: _Batch) -> _B
     is_mm = world.profile[batch.account] == _MARKET_MAKER
     u = rng.random(len(batch))
     split = np.flatnonzero(~is_mm & (u < _SPLIT_PROB)).astype(np.int64)
-    mm_prob = _MM_BATCHES_PER_DAY / world.rate[batch.account]
+    mm_prob = _MM_BATCHES_PER_DAY * world.pace / world.rate[batch.account]
     chunked = np.flatnonzero(is_mm & (u < mm_prob)).astype(np.int64)
     extra = _concat(
         [
-            _repeat_rows(rng, batch, split, rng.integers(1, 3, split.size), _SPLIT_GAP_S),
+            _repeat_rows(
+                rng, batch, split, rng.integers(1, 3, split.size), _paced(_SPLIT_GAP_S, world)
+            ),
             _repeat_rows(
                 rng,
                 batch,
                 chunked,
                 rng.integers(_MM_BATCH_SIZE[0] - 1, _MM_BATCH_SIZE[1], chunked.size),
-                _MM_BATCH_GAP_S,
+                _paced(_MM_BATCH_GAP_S, world),
             ),
         ]
     )

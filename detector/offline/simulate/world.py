@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +34,8 @@ SCENARIOS: tuple[str, ...] = (
     "dormant_wakeup",
     "fan_in",
     "structuring",
+    "night_takeover",
+    "scam_address",
 )
 # Per-withdrawal reporting/approval limit the structuring insider stays under (USD).
 STRUCTURING_LIMIT_USD = 10_000.0
@@ -163,6 +165,9 @@ _LEGIT_RESUME_PROB = 0.4  # chance a spare dormant account comes back legitimate
 _LEGIT_RESUME_AT = (0.2, 0.9)  # when it comes back, as a fraction of the period
 _NEW_ACCOUNT_SHARE = 0.05  # share of accounts that sign up during the period
 _NEW_ACCOUNT_AT = (0.0, 0.9)  # sign-up time as a fraction of the period
+# Allowed amount_scale and activity_scale (x): beyond these, amounts leave what float64
+# cents and decimal strings carry comfortably, or a period holds too few/many events.
+_SCALE_BOUNDS = (1e-4, 1e4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,7 +177,29 @@ _NEW_ACCOUNT_AT = (0.0, 0.9)  # sign-up time as a fraction of the period
 
 @dataclass(frozen=True)
 class SimConfig:
-    """What to simulate. Invalid values raise :class:`~detector.errors.ConfigError`."""
+    """What to simulate. Invalid values raise :class:`~detector.errors.ConfigError`.
+
+    * ``days``: the whole period from ``start``. With ``test_days`` > 0 its last
+      ``test_days`` form a *test period* of the same world (same accounts, habits and
+      addresses, the history continuing into it) with its own attack count,
+      ``test_attacks_per_scenario``; the ``attacks_per_scenario`` attacks then fall in the
+      history before it (after the warm-up, each ending before the test period starts).
+      ``warmup_fraction`` is a fraction of that history (of ``days - test_days``).
+    * ``amount_scale`` multiplies every amount, in USD and in asset units: habits, the
+      exchange minimum, legit large withdrawals, balances, the structuring limit and every
+      attack's amounts alike (a world whose currency is worth ``1 / amount_scale`` as
+      much). Amounts keep their relative precision: below 1, asset amounts get
+      ``ceil(-log10(amount_scale))`` more decimals and ``amount_usd`` as many more digits.
+      Every random draw is the same, so the output is the unscaled one with scaled amounts.
+    * ``activity_scale`` multiplies every withdrawal rate (each account's rate, market
+      makers' batch episodes) and divides every duration inside an episode (the gaps of
+      legit split withdrawals and market-maker batches; every attack's gaps and spans), so
+      episodes keep their shape relative to the account's rhythm. Unchanged: the period,
+      the daily and weekly cycle, the warm-up, the dormancy silence (>= 31 days), sign-up
+      and comeback times, the counts and amounts of every episode, and when attacks are
+      reported (:mod:`~detector.offline.simulate.reports`). A stretched span is clipped to
+      the period (a night takeover stays inside the account's night).
+    """
 
     accounts: int = 500
     days: float = 14.0
@@ -181,6 +208,10 @@ class SimConfig:
     attacks_per_scenario: int = 8
     warmup_fraction: float = 0.4
     scenarios: tuple[str, ...] = SCENARIOS
+    amount_scale: float = 1.0
+    activity_scale: float = 1.0
+    test_days: float = 0.0
+    test_attacks_per_scenario: int = 0
 
     def __post_init__(self) -> None:
         if self.accounts < 1:
@@ -198,10 +229,38 @@ class SimConfig:
             raise ConfigError(f"unknown scenarios {unknown}; known: {list(SCENARIOS)}")
         if len(set(self.scenarios)) != len(self.scenarios):
             raise ConfigError(f"duplicate scenarios in {list(self.scenarios)}")
+        for name in ("amount_scale", "activity_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and _SCALE_BOUNDS[0] <= value <= _SCALE_BOUNDS[1]):
+                raise ConfigError(
+                    f"{name} must be in [{_SCALE_BOUNDS[0]:g}, {_SCALE_BOUNDS[1]:g}], got {value}"
+                )
+        if not (math.isfinite(self.test_days) and 0.0 <= self.test_days < self.days):
+            raise ConfigError(f"test_days must be in [0, days), got {self.test_days}")
+        if self.test_attacks_per_scenario < 0:
+            raise ConfigError(
+                f"test_attacks_per_scenario must be >= 0, got {self.test_attacks_per_scenario}"
+            )
+        if self.test_attacks_per_scenario and not self.test_days:
+            raise ConfigError("test_attacks_per_scenario needs test_days > 0")
+
+    @property
+    def history_days(self) -> float:
+        """Length of the period before the test period (all of it without one)."""
+        return self.days - self.test_days
+
+    @property
+    def test_start(self) -> datetime:
+        """First instant of the test period (the end of the period without one)."""
+        return self.start + timedelta(days=self.history_days)
 
     def attacks_of(self, scenario: str) -> int:
-        """How many attacks of ``scenario`` this configuration injects."""
+        """How many attacks of ``scenario`` this configuration injects in the history."""
         return self.attacks_per_scenario if scenario in self.scenarios else 0
+
+    def test_attacks_of(self, scenario: str) -> int:
+        """How many attacks of ``scenario`` this configuration injects in the test period."""
+        return self.test_attacks_per_scenario if scenario in self.scenarios else 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,6 +304,9 @@ class _World:
 
     horizon_s: float  # length of the period (s)
     warm_s: float  # end of the warm-up, attacks start after it (s)
+    test_s: float  # start of the test period (s); horizon_s without one
+    pace: float  # SimConfig.activity_scale: rates x pace, episode durations / pace
+    epoch_s: float  # SimConfig.start (epoch s): local hours of the accounts
     profile: IntArray
     rate: FloatArray  # withdrawals per day
     typical: FloatArray  # personal typical amount (USD)
@@ -258,6 +320,7 @@ class _World:
     segments: list[tuple[int, float, float]]  # (account, from_s, to_s) of normal activity
     forced: list[tuple[int, float]]  # (account, t_s) withdrawals that must happen
     history: list[FloatArray] = field(default_factory=list)  # sorted normal times
+    _kth: dict[int, FloatArray] = field(default_factory=dict)  # k -> k-th normal time
 
     @property
     def n(self) -> int:
@@ -265,6 +328,20 @@ class _World:
 
     def events_before(self, account: int, t_s: float) -> int:
         return int(np.searchsorted(self.history[account], t_s, side="left"))
+
+    def seasoned(self, t_s: float, k: int) -> BoolArray:
+        """Per account: at least ``k`` (>= 1) normal withdrawals before ``t_s``."""
+        kth = self._kth.get(k)
+        if kth is None:
+            kth = np.asarray(
+                [h[k - 1] if len(h) >= k else np.inf for h in self.history], dtype=np.float64
+            )
+            self._kth[k] = kth
+        return np.asarray(kth < t_s, dtype=np.bool_)
+
+    def window_end(self, t_s: float) -> float:
+        """End of the part of the period (history or test) that ``t_s`` falls in (s)."""
+        return self.test_s if t_s < self.test_s else self.horizon_s
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,6 +351,11 @@ class _World:
 
 def _asset_index(symbol: str) -> int:
     return next(i for i, a in enumerate(ASSETS) if a.symbol == symbol)
+
+
+def _paced(bounds: tuple[float, float], world: _World) -> tuple[float, float]:
+    """A duration range inside an episode at the world's pace (``activity_scale``)."""
+    return (bounds[0] / world.pace, bounds[1] / world.pace)
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float], size: int) -> FloatArray:
@@ -430,7 +512,9 @@ def _habitual_destinations(
 def _build_world(rng: np.random.Generator, config: SimConfig) -> _World:
     n = config.accounts
     horizon = config.days * _SECONDS_PER_DAY
-    warm = config.warmup_fraction * horizon
+    test_s = config.history_days * _SECONDS_PER_DAY
+    warm = config.warmup_fraction * test_s
+    pace = config.activity_scale
     shares = np.asarray([p.share for p in _PROFILES])
     profile = rng.choice(len(_PROFILES), size=n, p=shares / shares.sum()).astype(np.int64)
     prof = np.asarray(
@@ -439,7 +523,7 @@ def _build_world(rng: np.random.Generator, config: SimConfig) -> _World:
             for p in _PROFILES
         ]
     )[profile]
-    rate = prof[:, 0] * np.exp(rng.normal(size=n) * prof[:, 1])
+    rate = prof[:, 0] * np.exp(rng.normal(size=n) * prof[:, 1]) * pace
     typical = np.clip(prof[:, 2] * np.exp(rng.normal(size=n) * prof[:, 3]), *_TYPICAL_BOUNDS_USD)
     sigma = rng.uniform(*_NOISE_SIGMA_RANGE, size=n)
     balance = typical * _log_uniform(rng, _BALANCE_MULT, n)
@@ -449,7 +533,7 @@ def _build_world(rng: np.random.Generator, config: SimConfig) -> _World:
 
     # Dormant accounts: active long before the period, silent >= 31 days before any attack.
     not_mm = np.flatnonzero(profile != _MARKET_MAKER)
-    n_attack = config.attacks_of("dormant_wakeup")
+    n_attack = config.attacks_of("dormant_wakeup") + config.test_attacks_of("dormant_wakeup")
     n_dormant = max(round(_DORMANT_SHARE * n), n_attack + _DORMANT_SPARE if n_attack else 0)
     n_dormant = min(n_dormant, len(not_mm))
     if n_dormant < n_attack:
@@ -460,7 +544,7 @@ def _build_world(rng: np.random.Generator, config: SimConfig) -> _World:
     for i, acc in enumerate(dormant):
         last = warm - rng.uniform(*_DORMANT_SILENCE_DAYS) * _SECONDS_PER_DAY
         first = last - rng.uniform(*_DORMANT_HISTORY_DAYS) * _SECONDS_PER_DAY
-        rate[acc] = max(rate[acc], _DORMANT_MIN_RATE)
+        rate[acc] = max(rate[acc], _DORMANT_MIN_RATE * pace)
         segments.append((acc, first, last))
         forced.append((acc, last))  # their final withdrawal before going quiet
         if i >= n_attack and rng.random() < _LEGIT_RESUME_PROB:
@@ -478,6 +562,9 @@ def _build_world(rng: np.random.Generator, config: SimConfig) -> _World:
     return _World(
         horizon_s=horizon,
         warm_s=warm,
+        test_s=test_s,
+        pace=pace,
+        epoch_s=config.start.timestamp(),
         profile=profile,
         rate=rate,
         typical=typical,
