@@ -34,7 +34,7 @@ __all__ = [
 ENV_PREFIX = "DETECTOR_"
 DEFAULT_KAFKA_PORT = 9092  # port assumed for a bootstrap entry written without one
 _BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
-_STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+_STORES = ("memory", "rocksdb")
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 # Faust's broker_request_timeout (default kept): the session timeout may not exceed it.
@@ -302,6 +302,14 @@ class Settings:
             "longest a rebalance waits for live workers to rejoin (s), >= session timeout",
         ),
     )
+    standby_replicas: int = field(
+        default=1,
+        metadata=_env(
+            "standby_replicas",
+            "each state partition is also kept warm by this many other workers (they follow "
+            "its changelog), so a failover reads only the tail; 0 saves their memory",
+        ),
+    )
     group_instance_id: str = field(
         default="",
         metadata=_env(
@@ -403,6 +411,8 @@ class Settings:
             raise ConfigError("replication_factor must be >= 1")
         if self.batch_max < 1:
             raise ConfigError("batch_max must be >= 1")
+        if self.standby_replicas < 0:
+            raise ConfigError(f"standby_replicas must be >= 0, got {self.standby_replicas}")
         if self.batch_within_ms <= 0:
             raise ConfigError("batch_within_ms must be > 0")
         parse_bootstrap(self.bootstrap_servers)  # raises for an empty or malformed list
@@ -498,11 +508,6 @@ class Settings:
 
     def changelog_topic(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
-
-    @property
-    def store_url(self) -> str:
-        """Faust's table store URL for :attr:`store`."""
-        return _STORES[self.store]
 
     @property
     def broker_url(self) -> str:

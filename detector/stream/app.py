@@ -76,6 +76,14 @@ DESTINATIONS_TABLE = "destinations"
 DECIDED_TABLE = "decided"
 # Changelogs are compacted, never time-retained (traps: faust#597).
 _COMPACTED = {"cleanup.policy": "compact"}
+# Changelogs: roll a segment every 10 minutes and clean when a tenth is superseded, so a
+# worker that recovers from the changelog reads about one record per live key, not one per
+# withdrawal since the topic was made (Kafka's defaults: 7 days, half).
+_CHANGELOG = {
+    **_COMPACTED,
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
 # How often lag and state-size gauges are refreshed (seconds).
 _GAUGE_INTERVAL_S = 2.0
 # Backoff of failed sends: first wait and cap (seconds).
@@ -98,7 +106,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_by_destination, n, rf),
         TopicSpec(settings.topic_model_control, 1, rf, _COMPACTED),
         *(
-            TopicSpec(settings.changelog_topic(table), n, rf, _COMPACTED)
+            TopicSpec(settings.changelog_topic(table), n, rf, _CHANGELOG)
             for table in (ACCOUNTS_TABLE, DESTINATIONS_TABLE, DECIDED_TABLE)
         ),
     ]
@@ -126,7 +134,7 @@ def create_app(
     *,
     model: Model,
     registry: CollectorRegistry | None = None,
-    store: str = "memory://",
+    store: str | None = None,
     broker: str | None = None,
     clock: Callable[[], float] = time.time,
     send: Send | None = None,
@@ -143,7 +151,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=broker or settings.broker_url,
-        store=store,
+        store=store or compat.store_url(settings.store),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=False,  # topics are created explicitly (topic_specs)
@@ -155,7 +163,7 @@ def create_app(
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         loghandlers=[],
         broker_credentials=_credentials(settings),
         # Failover (README): a killed worker's partitions move after the session timeout,

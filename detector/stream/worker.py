@@ -16,6 +16,6 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(
         settings.bootstrap_servers, topic_specs(settings), security=settings.kafka_python_config()
     )
-    detector_app = create_app(settings, model=model, store=settings.store_url)
+    detector_app = create_app(settings, model=model)
     worker = compat.QuietWorker(detector_app.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()

@@ -19,7 +19,7 @@ from detector.config import Settings
 from detector.features import ACCOUNT_STATE_VERSION
 from detector.model import Model
 from detector.stream import compat
-from detector.stream.app import DetectorApp, Record, create_app
+from detector.stream.app import DetectorApp, Record, create_app, topic_specs
 from detector.stream.wire import PAYLOAD_VERSION, batch_records, encode_item
 
 TABLES = ("accounts", "destinations", "decided")
@@ -96,7 +96,7 @@ def run_with_app(
     *,
     clock: Callable[[], float] = lambda: NOW,
     kafka_out: list[FakeKafka] | None = None,
-    store: str = "memory://",
+    store: str | None = None,
     **overrides: Any,
 ) -> None:
     # Nothing listens on port 1: test_context() must never reach a broker (faust-streaming
@@ -371,3 +371,13 @@ def test_a_batch_whose_verdicts_never_get_through_is_never_acked(tmp_path: Path)
         assert event.message.refcount >= 1
 
     run_with_app(tmp_path, body)
+
+
+def test_changelogs_are_compacted_soon_enough_to_keep_recovery_short() -> None:
+    settings = Settings(partitions=3)
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    for table in ("accounts", "destinations", "decided"):
+        config = specs[settings.changelog_topic(table)].config
+        assert config["cleanup.policy"] == "compact"
+        assert int(config["segment.ms"]) <= 3600 * 1000  # not Kafka's 7 days
+        assert float(config["min.cleanable.dirty.ratio"]) <= 0.2

@@ -303,3 +303,66 @@ def test_revoke_drops_the_bookkeeping_only_after_the_app_committed(
     asyncio.get_event_loop().run_until_complete(consumer.on_partitions_revoked({tp}))
     assert seen == [([7, 8], 7)]
     assert tp not in consumer._acked and tp not in consumer._committed_offset
+
+
+def _changelog_event(
+    topic: str, partition: int, offset: int, key: bytes, value: bytes | None
+) -> Any:
+    from faust.types.tuples import Message
+
+    message = Message(topic, partition, offset, 0.0, 0, None, key, value, None)
+
+    class Event:
+        def __init__(self) -> None:
+            self.message, self.key, self.value = message, key, value
+
+    return Event()
+
+
+def test_the_memory_store_remembers_offsets_and_keeps_standby_partitions(
+    detector_app: DetectorApp,
+) -> None:
+    from faust.types import TP
+
+    store = detector_app.app.tables["accounts"].data
+    assert isinstance(store, compat.RememberingMemoryStore)
+    topic = detector_app.settings.changelog_topic("accounts")
+    batch = [
+        _changelog_event(topic, 0, 5, b"a", b"1"),
+        _changelog_event(topic, 1, 9, b"b", b"2"),
+        _changelog_event(topic, 0, 7, b"c", b"3"),
+        _changelog_event(topic, 2, 3, b"d", b"4"),
+    ]
+    store.apply_changelog_batch(iter(batch), lambda k: k, lambda v: v)
+    # Faust's Recovery starts each partition after store.persisted_offset (not from 0).
+    assert store.persisted_offset(TP(topic, 0)) == 7
+    assert store.persisted_offset(TP(topic, 1)) == 9
+    store.set_persisted_offset(TP(topic, 0), 12)  # our own writes, after their ack
+    assert store.persisted_offset(TP(topic, 0)) == 12
+    # Partition 0 active, 1 standby, 2 neither: 2's keys and offset go, the rest stays.
+    asyncio.get_event_loop().run_until_complete(
+        store.on_recovery_completed({TP(topic, 0)}, {TP(topic, 1)})
+    )
+    assert store.data == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    assert store.persisted_offset(TP(topic, 2)) is None
+
+
+def test_faust_recovery_reads_a_promoted_standby_from_its_offset(
+    detector_app: DetectorApp,
+) -> None:
+    # The contract with faust.tables.recovery: it asks the table for the store's offset.
+    from faust.types import TP
+
+    table = detector_app.app.tables["accounts"]
+    tp = TP(detector_app.settings.changelog_topic("accounts"), 0)
+    table.data.set_persisted_offset(tp, 41)
+    recovery = detector_app.app.tables.recovery
+    recovery.add_active(table, tp)
+    assert recovery.active_offsets[tp] == 41
+
+
+def test_store_urls() -> None:
+    assert compat.store_url("memory") == "detector-memory://"
+    assert compat.store_url("rocksdb") == "rocksdb://"
+    with pytest.raises(KeyError):
+        compat.store_url("redis")

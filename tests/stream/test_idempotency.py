@@ -44,7 +44,7 @@ def test_a_repeated_withdrawal_does_not_move_the_account_history_twice(tmp_path:
     run_with_app(tmp_path, body)
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+@pytest.mark.parametrize("store", ["detector-memory://", "rocksdb://"])
 def test_a_redelivered_withdrawal_gets_the_byte_identical_verdict(
     tmp_path: Path, store: str
 ) -> None:
@@ -89,7 +89,7 @@ def test_verdicts_are_on_record_before_what_depends_on_them_is_sent(tmp_path: Pa
     run_with_app(tmp_path, body, kafka_out=kafka)
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+@pytest.mark.parametrize("store", ["detector-memory://", "rocksdb://"])
 def test_old_dedupe_entries_expire_as_tombstones(tmp_path: Path, store: str) -> None:
     clock = [NOW]
 
