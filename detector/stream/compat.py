@@ -316,7 +316,7 @@ def close_unstarted_consumer(app: Any) -> None:
         thread.thread_loop.close()
 
 
-class RememberingMemoryStore(faust_memory.Store):  # type: ignore[misc]
+class RememberingMemoryStore(faust_memory.Store):  # type: ignore[type-arg]
     """Faust's in-memory store, plus the changelog offset it holds each partition up to.
 
     Faust's memory store answers "no offset" and drops every partition but the active ones
