@@ -46,12 +46,12 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    items = list(feature_rows(events))
+    items = list(feature_rows(events, model.params))
     features_s = time.perf_counter() - started
     decider = Decider(model, hold_seconds=3600)
     started = time.perf_counter()
     for i in range(0, len(items), CHUNK):
-        decider.scores(items[i : i + CHUNK])
+        model.score(np.array([it.row for it in items[i : i + CHUNK]], dtype=np.float64))
     scoring_s = time.perf_counter() - started
     started = time.perf_counter()
     for i in range(0, len(items), CHUNK):

@@ -34,6 +34,7 @@ from kafka_io import DEFAULT_MODEL, isolated_settings  # noqa: E402
 from detector.config import Settings  # noqa: E402
 from detector.events import validate_withdrawal  # noqa: E402
 from detector.local.process import stop_process, worker_process  # noqa: E402
+from detector.model import Model  # noqa: E402
 from detector.offline import simulate  # noqa: E402
 from detector.pipeline import FeatureState  # noqa: E402
 from detector.stream.app import ACCOUNTS_TABLE, topic_specs  # noqa: E402
@@ -50,7 +51,7 @@ def sizes(accounts: int, days: float) -> list[bytes]:
     ]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    state = FeatureState()
+    state = FeatureState(Model.load(DEFAULT_MODEL).params)
     for event in events:
         state.step(event)
     state.decided.clear()  # the dedupe entries of the destination stage are counted apart

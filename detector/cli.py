@@ -134,6 +134,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from detector.events import parse_rfc3339
     from detector.model import load_signer
     from detector.offline.training import train
 
@@ -141,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(
         Path(args.events),
         Path(args.out),
+        warmup_path=Path(args.warmup) if args.warmup else None,
+        fit_from=parse_rfc3339(args.fit_from) if args.fit_from else None,
         delay_rate=args.delay_rate,
         refuse_rate=args.refuse_rate,
         n_estimators=args.trees,
@@ -151,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     report = result.report
     print(
-        f"model {report['model_version']} trained on {report['events']} withdrawals -> {args.out}"
+        f"model {report['model_version']} fitted on {report['events']} of "
+        f"{report['history_events']} withdrawals -> {args.out}"
     )
     print(
         f"thresholds: delay >= {report['thresholds']['delay_threshold']:.4f}, "
@@ -232,7 +236,9 @@ def _models_control(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from detector.local.backfill import backfill
 
-    backfill(Path(args.events), _settings(args))
+    settings = _settings(args)
+    model = settings.load_model(Path(args.model) if args.model else None)
+    backfill(Path(args.events), settings, model.params)
     return 0
 
 
@@ -274,6 +280,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             reports=reports if with_reports else (),
             feedback=feedback,
             score_from=score_from,
+            structuring=settings.structuring(),
         )
 
     result = run(True)
@@ -377,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit and calibrate a model on a JSONL history")
     p.add_argument("--events", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--warmup", help="history JSONL before --events: builds state, is not fitted")
+    p.add_argument("--fit-from", help="RFC 3339: earlier withdrawals only build state")
     p.add_argument("--delay-rate", type=float, default=DEFAULT_DELAY_RATE)
     p.add_argument("--refuse-rate", type=float, default=DEFAULT_REFUSE_RATE)
     p.add_argument("--trees", type=int, default=DEFAULT_TREES, help="number of trees")
@@ -417,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backfill", help="build the workers' state from history (warm start)")
     p.add_argument("--events", required=True, help="history JSONL (any order)")
+    p.add_argument(
+        "--model", help="the model the workers will serve (its scales; default: model dir)"
+    )
     p.add_argument("--bootstrap-servers")
     p.set_defaults(func=cmd_backfill)
 

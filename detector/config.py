@@ -7,6 +7,7 @@ conventional name shared with other Kafka tools. The README's settings table lis
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import ssl
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from detector.errors import ConfigError
 
 if TYPE_CHECKING:
+    from detector.features import Structuring
     from detector.model import Model
     from detector.pipeline import Feedback
 
@@ -250,6 +252,26 @@ class Settings:
             "accounts and destinations idle this long (event time) are forgotten (s)",
         ),
     )
+    structuring_limits: str = field(
+        default="",
+        metadata=_env(
+            "structuring_limits",
+            "structuring rule, off when empty: per-asset limits in the asset's units, e.g. "
+            "`USDT=10000,USDC=10000`; withdrawals just under a limit are counted",
+        ),
+    )
+    structuring_band: float = field(
+        default=0.9,
+        metadata=_env("structuring_band", '"just under" the limit means at least this share of it'),
+    )
+    structuring_count: int = field(
+        default=3,
+        metadata=_env(
+            "structuring_count",
+            "this many just under the limit within the long window (5 time units of the "
+            "model) hold the withdrawal, reason `structuring`",
+        ),
+    )
     feedback_cooldown_s: float = field(
         default=86400.0,
         metadata=_env(
@@ -470,6 +492,12 @@ class Settings:
                 f"review_public_url must start with http:// or https://, "
                 f"got {self.review_public_url!r}"
             )
+        _parse_limits(self.structuring_limits)
+        if not 0 < self.structuring_band < 1 or self.structuring_count < 1:
+            raise ConfigError(
+                "structuring_band must be in (0, 1) and structuring_count >= 1, got "
+                f"{self.structuring_band} and {self.structuring_count}"
+            )
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {sorted(_LOG_LEVELS)}, got {self.log_level!r}"
@@ -486,6 +514,15 @@ class Settings:
             release_s=self.feedback_release_s,
             reported_verdict=verdict,
         )
+
+    def structuring(self) -> Structuring | None:
+        """The structuring rule from the DETECTOR_STRUCTURING_* settings (None: off)."""
+        from detector.features import Structuring
+
+        limits = _parse_limits(self.structuring_limits)
+        if not limits:
+            return None
+        return Structuring(limits, self.structuring_band, self.structuring_count)
 
     def load_model(self, directory: Path | None = None) -> Model:
         """The verified model at ``directory`` (default ``model_dir``), signature required
@@ -521,6 +558,23 @@ class Settings:
             f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
             for h, p in parse_bootstrap(self.bootstrap_servers)
         ]
+
+
+def _parse_limits(text: str) -> dict[str, float]:
+    """``ASSET=LIMIT,...`` -> {asset: limit}; ConfigError says which entry is wrong."""
+    limits: dict[str, float] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        asset, sep, value = entry.partition("=")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = math.nan
+        if not sep or not asset.strip() or not math.isfinite(limit) or limit <= 0:
+            raise ConfigError(
+                f"structuring_limits: {entry!r} is not ASSET=LIMIT with a positive limit"
+            )
+        limits[asset.strip()] = limit
+    return limits
 
 
 def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:

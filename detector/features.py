@@ -2,23 +2,38 @@
 
 The worker runs :func:`account_step` in the agent that owns the account's partition, then
 repartitions by destination (through Kafka) and runs :func:`destination_step` there; the
-offline tools (``train``, ``replay``) call the same two functions in event-time order.
+offline tools (``train``, ``replay``, ``backfill``) call the same two functions in event-time
+order.
 
-State is a plain JSON-able ``dict`` (it lives in a changelog-backed Faust table), bounded
-per key: at most :data:`MAX_RECENT` recent events, :data:`MAX_AMOUNTS` past amounts,
-:data:`MAX_KNOWN_DESTINATIONS` destinations per account and :data:`MAX_FAN_IN_ACCOUNTS`
-accounts per destination.
+No currency and no clock in the code
+    Every scale is learned from the training withdrawals by :func:`learn_params` and saved
+    with the model (:class:`FeatureParams`): amounts enter only as log-ratios (to the
+    population's median withdrawal, to the account's own median, whose prior is the median
+    account's median and fades as ``n / (n + PRIOR_WEIGHT)``), times only as ratios (the
+    time unit ``G`` is the median over accounts of their median gap between withdrawals; an
+    account's usual gap starts at the population's and becomes its own). So multiplying
+    every amount by a constant, or stretching every gap by a factor, leaves every model input
+    unchanged up to float rounding (``tests/core/test_invariance.py``).
 
-Every feature is *one-sided*: an isolation forest isolates both tails, but a withdrawal is
-risky only when it is *more* than usual (bigger, faster, newer), so each feature is floored
-at the "ordinary" end and a tiny, slow withdrawal sits in the dense mass.
+Three families of inputs (:data:`FAMILIES`), each scored by its own isolation forest
+    * amount: above both the population's and the account's median; sustained excess over
+      the last withdrawals; value sent to freshly used destinations within the usual gap;
+      withdrawals above twice the median within the usual gap;
+    * frequency, against the account's own rhythm: rapid succession, burst within a quarter
+      of the usual gap, busy long window, dormant account waking up;
+    * destination: a new destination weighed by how often this account uses new ones, the
+      amount sent to it, and fan-in (accounts paying the destination within ``G``, and how
+      many of them pay it for the first time).
+
+State is a plain JSON-able ``dict`` (it lives in a changelog-backed table), bounded per key.
+Dict order is state: an account's known destinations and a destination's payers are kept
+in order of last use (an LRU), which JSON (orjson) preserves; never serialize state with
+sorted keys.
 
 Late and out-of-order events (``requested_at`` older than the newest event already seen for
-the key): windows are evaluated as of the late event's own time, over (t - W, t], using the
-history the state still holds; history older than the account's newest event minus
-:data:`RETENTION_S` has been dropped, so a very late event sees less of its window. The late
-event is inserted in time order and counts for later events' windows. Fan-in counts accounts
-whose latest payment to the destination lies in (t - W, +inf).
+the key): windows are evaluated as of the late event's own time, over the history the state
+still holds; its gap is to the previous withdrawal in time. The late event is inserted in
+time order and counts for later events' windows.
 """
 
 from __future__ import annotations
@@ -27,132 +42,178 @@ import bisect
 import functools
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from detector.events import Withdrawal
 
 __all__ = [
     "ACCOUNT_STATE_VERSION",
     "DESTINATION_STATE_VERSION",
+    "FAMILIES",
     "FEATURE_NAMES",
     "FEATURE_SCHEMA",
-    "REASONS",
-    "STRUCTURING_LIMIT_USD",
     "AccountFeatures",
     "DestinationFeatures",
+    "FeatureParams",
     "Reason",
+    "Structuring",
     "account_step",
     "apply_account_label",
     "apply_destination_label",
     "destination_step",
     "feature_vector",
+    "learn_params",
     "reason_detail",
     "upgrade_account_state",
 ]
 
-FEATURE_SCHEMA = "features-v4"  # bump when names, order or meaning change (models pin it)
+FEATURE_SCHEMA = "features-v5"  # bump when names, order or meaning change (models pin it)
 
-# Windows (seconds) and retention: the longest window, so state stays bounded in time.
-W_10M = 600.0
-W_1H = 3600.0
-W_2H = 7200.0
-W_24H = 86400.0
-RETENTION_S = W_24H
-DAY_S = 86400.0
-# Size bounds per key (entries): a market-maker account at one withdrawal every 3 minutes
-# still fits 24 h in MAX_RECENT; past it, the oldest entries go first.
-MAX_RECENT = 512
-MAX_AMOUNTS = 32  # median/MAD over the account's last 32 withdrawals
-MAX_KNOWN_DESTINATIONS = 64
-MAX_FAN_IN_ACCOUNTS = 256
-
-# Cold-start prior: a typical retail withdrawal (~$300) with a wide spread (natural-log
-# units), worth PRIOR_WEIGHT withdrawals of the account's own history. An account's own
-# numbers take over as its history grows.
-PRIOR_LOG_MEDIAN = math.log(300.0)
-PRIOR_LOG_SPREAD = 1.5
-PRIOR_WEIGHT = 5.0
-PRIOR_GAP_S = 2 * DAY_S  # a typical account withdraws every couple of days
-MIN_LOG_SPREAD = 0.35  # spread floor, ln units: amounts within ~1.4x are "the same"
+# Design constants: dimensionless (counts, multiples of learned scales, natural-log units).
+PRIOR_WEIGHT = 4.0  # weight, in withdrawals, of the population's prior in an account's baselines
+EW_EVENTS = 64  # EW means (mean amount, usual gap, new-destination rate) remember ~64 events
+MEDIAN_OF = 32  # the account's median amount is over its last 32 withdrawals
+LONG_WINDOW_G = 5.0  # long window (busy, sustained excess, structuring) = 5 G
+FAN_IN_WINDOW_G = 1.0  # fan-in window = 1 G
+BURST_OF_GAP = 0.25  # burst window = a quarter of the account's usual gap
+GAP_FLOOR_G = 1e-3  # gaps below G / 1000 count as G / 1000
+EXCESS_LN = 1.0  # sustained excess: ln(amount / median) above 1 (amount > e x median)
+BIG_LN = math.log(2.0)  # a "big" withdrawal: more than 2 x the account's median
+EXCESS_LAST = 5  # sustained excess over the last 5 withdrawals (within the long window)
+NEW_BUCKETS = 8  # prior rate of new destinations by history length 0,1,2,3,4-7,8-15,16-31,32+
 MAD_TO_SIGMA = 1.4826
-# Amounts below this are all "ordinary size" (USD): the large_amount feature is one-sided.
-LARGE_AMOUNT_FLOOR_USD = 1_000.0
-# Structuring: withdrawals in [STRUCTURING_BAND * limit, limit) count as "just under".
-STRUCTURING_LIMIT_USD = 10_000.0
-STRUCTURING_BAND = 0.9
-MIN_GAP_S = 1.0  # gaps below a second are the same as one second
-AMOUNT_Z_CAP = 12.0
+MIN_LOG_SPREAD = 0.05  # floor of the learned within-account spread (ln units)
+DUST = 1e-6  # amounts <= 0 count as this fraction of the population's median
+# Size bounds per key (entries).
+MAX_RECENT = 128  # recent withdrawals per account
+MAX_KNOWN = 64  # destinations remembered per account (LRU)
+MAX_PAYERS = 256  # accounts remembered per destination (LRU)
 
-# The model's inputs. Each is one-sided (floored at the ordinary end) yet keeps a real spread
-# over normal traffic: sklearn's random splitter never splits on a feature that is constant
-# in a tree's subsample, and a value beyond the training range scores like the most extreme
-# training value, so attacks must sit in the thin upper tail of a populated feature.
-# `distinct destinations in 24 h` is computed (reasons, the table) but measured worse as a
-# model input (docs/evaluation.md), so it is not one.
-FEATURE_NAMES: tuple[str, ...] = (
-    "large_amount",  # log10(max(usd, floor)): absolute size, big only
-    "amount_vs_history",  # robust z of ln(amount) vs the account's median/MAD, >= 0
-    "velocity_10m",  # log2(withdrawals in 10 min, incl. this one)
-    "velocity_1h",  # log2(withdrawals in 1 h)
-    "velocity_24h",  # log2(24 h count / usual daily count), >= 0
-    "daily_volume",  # log10(24 h USD / usual daily USD), >= 0
-    "rapid_succession",  # log10(usual gap / gap since previous), >= 0
-    "dormant_account",  # log10(gap since previous / usual gap), >= 0
-    "new_destination",  # 1 if the account never paid this destination before
-    "structuring",  # log2(1 + withdrawals just under the limit in 24 h)
-    "fan_in",  # log2(distinct accounts paying this destination in 24 h)
-    "fan_in_new",  # log2(1 + accounts paying it for the first time in 2 h)
-)
+# The model's inputs, by family (columns of the model row, in this order).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "amount": (
+        "amount_vs_history",  # min(ln amount / population median, ln amount / account median)
+        "sustained_excess",  # sum over the last 5 of max(0, ln(amount / median) - 1)
+        "to_fresh_destinations",  # ln(1 + value to fresh destinations in a usual gap / mean)
+        "big_withdrawals",  # ln(1 + withdrawals > 2 x median within the usual gap)
+    ),
+    "frequency": (
+        "rapid_succession",  # ln(usual gap / gap since the previous withdrawal)
+        "burst",  # ln(withdrawals within a quarter of the usual gap)
+        "busy",  # ln(withdrawals in the long window / usual count in it)
+        "dormant_account",  # ln(gap since the previous withdrawal / usual gap)
+    ),
+    "destination": (
+        "new_destination",  # -ln P(new) when the destination is new to the account, else 0
+        "amount_to_new_destination",  # ln(amount / account median), >= 0, when new
+        "fan_in_new",  # ln(1 + accounts paying it for the first time within G)
+        "fan_in",  # ln(distinct accounts paying it within G)
+    ),
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(name for names in FAMILIES.values() for name in names)
 
 
 @dataclass(frozen=True, slots=True)
 class Reason:
     code: str
+    family: str
     detail: str
 
 
-# Stable reason code of each feature (the verdict contract's `reasons[].code`).
-REASONS: dict[str, str] = {
-    "large_amount": "large_amount",
-    "amount_vs_history": "amount_vs_history",
-    "velocity_10m": "velocity_10m",
-    "velocity_1h": "velocity_1h",
-    "velocity_24h": "velocity_24h",
-    "daily_volume": "daily_volume",
-    "rapid_succession": "rapid_succession",
-    "dormant_account": "dormant_account",
-    "new_destination": "new_destination",
-    "structuring": "structuring",
-    "fan_in": "fan_in",
-    "fan_in_new": "fan_in_new",
-}
+@dataclass(frozen=True)
+class FeatureParams:
+    """The scales the features measure against, learned from training data (saved with the
+    model): nothing else in this module knows a currency or a clock."""
+
+    log_amount_median: float  # ln of the median withdrawal (the population's)
+    acct_log_median: float  # median over accounts of their median ln amount (prior)
+    acct_log_mean: float  # median over accounts of ln(their mean amount) (prior)
+    sigma_within: float  # typical spread of ln amounts within an account
+    sigma_between: float  # spread of the accounts' median ln amounts
+    unit_s: float  # G: median over accounts of their median gap (s)
+    acct_gap_s: float  # median over accounts of their mean gap (s): prior usual gap
+    new_curve: tuple[float, ...]  # P(new destination | history bucket) (NEW_BUCKETS values)
+    new_rate: float  # pooled over history >= 1: prior of an account's new-destination rate
+
+    def __post_init__(self) -> None:
+        values = [*asdict(self).values()]
+        flat = [*values[:-2], *self.new_curve, self.new_rate]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in flat):
+            raise ValueError("feature params must be finite numbers")
+        if self.unit_s <= 0 or self.acct_gap_s <= 0 or self.sigma_within <= 0:
+            raise ValueError("feature params: unit_s, acct_gap_s and sigma_within must be > 0")
+        if self.sigma_between < 0 or len(self.new_curve) != NEW_BUCKETS:
+            raise ValueError(f"feature params: need sigma_between >= 0, {NEW_BUCKETS} buckets")
+        if not all(0 < p <= 1 for p in (*self.new_curve, self.new_rate)):
+            raise ValueError("feature params: rates must be in (0, 1]")
+
+    @property
+    def amount_floor(self) -> float:
+        """Amounts at or below this (zero, dust) count as this."""
+        return math.exp(self.log_amount_median) * DUST
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["new_curve"] = list(self.new_curve)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> FeatureParams:
+        values = dict(doc)
+        values["new_curve"] = tuple(float(x) for x in values["new_curve"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Structuring:
+    """The structuring rule (settings, default off): withdrawals of an asset in
+    ``[band * limit, limit)`` of that asset's units are counted over the long window; at
+    ``count`` of them the withdrawal is held (``detector.pipeline.apply_structuring``)."""
+
+    limits: Mapping[str, float]  # asset -> limit (asset units)
+    band: float = 0.9
+    count: int = 3
 
 
 class AccountFeatures(NamedTuple):
-    """What the account's own history says about one withdrawal (raw numbers for reasons).
+    """What the account's own history says about one withdrawal: the raw numbers reasons
+    quote, and the account stage's model inputs. A NamedTuple: built once per withdrawal on
+    the hot path, and C-fast to construct."""
 
-    A NamedTuple: built once per withdrawal on the hot path, and C-fast to construct.
-    """
-
-    usd: float
-    history_n: int
-    median_usd: float
-    amount_z: float
-    count_10m: int
-    count_1h: int
-    count_24h: int
-    usual_daily_count: float
-    sum_24h: float
-    usual_daily_usd: float
-    gap_s: float | None
-    usual_gap_s: float
+    value: float  # the amount the features use (USD when given)
+    n: int  # the account's withdrawals before this one
+    median: float  # the account's median amount (prior blended)
+    population_median: float
+    mean_amount: float  # the account's EW mean amount (prior blended)
+    usual_gap: float  # s
+    gap: float  # s since the previous withdrawal (-1: none)
+    count_burst: int  # withdrawals within a quarter of the usual gap, this one included
+    count_long: int  # ... within the long window
+    expected_long: float  # the usual count within the long window (>= 1)
+    fresh_value: float  # value within the usual gap to destinations first used within it
+    big_count: int  # withdrawals above 2 x the median within the usual gap
     new_destination: bool
-    near_limit_24h: int
-    # Feedback (labels): the account is in a cooldown after a fraud report; an analyst
-    # released a withdrawal of this size (USD) to this destination recently (0: none).
+    p_new: float  # the account's rate of new destinations (prior blended)
+    amount_vs_history: float
+    sustained_excess: float
+    to_fresh_destinations: float
+    big_withdrawals: float
+    rapid_succession: float
+    burst: float
+    busy: float
+    dormant_account: float
+    new_destination_surprise: float
+    amount_to_new_destination: float
+    # Policy inputs: withdrawals just under the asset's structuring limit in the long window
+    # (0 when the rule is off); the account is in a cooldown after a fraud report; an
+    # analyst released a withdrawal of this value to this destination recently (0: none).
+    near_limit: int = 0
     cooldown: bool = False
-    released_usd: float = 0.0
+    released_value: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """By field name, so a reader of another version matches fields by name."""
@@ -160,18 +221,32 @@ class AccountFeatures(NamedTuple):
 
     @classmethod
     def from_json(cls, values: Any) -> AccountFeatures:
-        """From :meth:`to_json` of any version: unknown fields are ignored, fields this
-        version added take their defaults; the positional list of version 0 (which had a
-        distinct-destinations count at index 13) is read too."""
-        if isinstance(values, list):
-            return cls(*values[:13], *values[14:])
-        known = {k: values[k] for k in cls._fields if k in values}
-        return cls(**known)
+        """From :meth:`to_json` of this or a later version (unknown fields are ignored)."""
+        return cls(**{k: values[k] for k in cls._fields if k in values})
+
+    @classmethod
+    def read(cls, values: Any) -> AccountFeatures | None:
+        """From :meth:`to_json`, or None when ``values`` lacks a field this version needs
+        (features another feature schema computed: its model inputs mean something else)."""
+        if not isinstance(values, dict) or not values.keys() >= _REQUIRED_ACCOUNT_FIELDS:
+            return None
+        return cls.from_json(values)
+
+    @classmethod
+    def blank(cls, value: float) -> AccountFeatures:
+        """Features of a withdrawal of ``value`` that nothing is known about (all zero)."""
+        zeros: dict[str, Any] = dict.fromkeys(_REQUIRED_ACCOUNT_FIELDS, 0)
+        return cls(**{**zeros, "value": value})
+
+
+_REQUIRED_ACCOUNT_FIELDS = frozenset(
+    name for name in AccountFeatures._fields if name not in AccountFeatures._field_defaults
+)
 
 
 class DestinationFeatures(NamedTuple):
-    fan_in_24h: int
-    fan_in_new_2h: int
+    fan_in_count: int  # distinct accounts paying the destination within G
+    fan_in_new_count: int  # ... of which paid it for the first time (their own memory)
     # Feedback (labels): the destination was reported as fraud before this withdrawal.
     reported: bool = False
     reported_by: str = ""  # "<source> <label_id>" of the report
@@ -183,205 +258,381 @@ def short_digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
-ACCOUNT_STATE_VERSION = 1  # bump when the layout changes; upgrade_account_state reads older
-DESTINATION_STATE_VERSION = 1
+def _bucket(n: int) -> int:
+    """History-length bucket of the new-destination prior: 0, 1, 2, 3, 4-7, 8-15, 16-31, 32+."""
+    return n if n < 4 else min(n.bit_length() + 1, NEW_BUCKETS - 1)
 
 
-def new_account_state() -> dict[str, Any]:
+# ---------------------------------------------------------------------- learning the scales
+
+
+def learn_params(events: Sequence[Withdrawal]) -> FeatureParams:
+    """The scales of :class:`FeatureParams` from training withdrawals (any order)."""
+    if not events:
+        raise ValueError("learning feature scales needs withdrawals")
+    values = np.array([e.value for e in events], dtype=np.float64)
+    positive = values[values > 0]
+    log_med = float(np.median(np.log(positive))) if positive.size else 0.0
+    floor = math.exp(log_med) * DUST
+    by_account: dict[str, list[tuple[float, float, str]]] = {}
+    for e in events:
+        by_account.setdefault(e.account_id, []).append(
+            (e.requested_at, max(e.value, floor), e.destination)
+        )
+    medians, means, within, median_gaps, mean_gaps = [], [], [], [], []
+    hits = np.zeros(NEW_BUCKETS)
+    totals = np.zeros(NEW_BUCKETS)
+    for rows in by_account.values():
+        rows.sort(key=lambda r: r[0])
+        logs = np.log([r[1] for r in rows])
+        means.append(float(np.log(np.mean(np.exp(logs)))))
+        if len(logs) >= 3:
+            medians.append(float(np.median(logs)))
+            gaps = np.diff([r[0] for r in rows])
+            median_gaps.append(float(np.median(gaps)))
+            mean_gaps.append(float(np.mean(gaps)))
+        if len(logs) >= 5:
+            within.append(float(MAD_TO_SIGMA * np.median(np.abs(logs - np.median(logs)))))
+        known: dict[str, None] = {}  # the same LRU memory the account state keeps
+        for k, (_, _, destination) in enumerate(rows):
+            bucket = _bucket(k)
+            totals[bucket] += 1
+            if destination in known:
+                del known[destination]
+            else:
+                hits[bucket] += 1
+            known[destination] = None
+            if len(known) > MAX_KNOWN:
+                del known[next(iter(known))]
+    gaps_arr = np.array(median_gaps)
+    positive_gaps = gaps_arr[gaps_arr > 0]
+    unit = float(np.median(gaps_arr)) if gaps_arr.size else 0.0
+    if unit <= 0:  # many same-instant withdrawals: the positive median gaps
+        unit = float(np.median(positive_gaps)) if positive_gaps.size else 1.0
+    meds = np.array(medians) if medians else np.array([log_med])
+    acct_gap = float(np.median(mean_gaps)) if mean_gaps else unit
+    return FeatureParams(
+        log_amount_median=log_med,
+        acct_log_median=float(np.median(meds)),
+        acct_log_mean=float(np.median(means)),
+        sigma_within=max(float(np.median(within)) if within else 0.5, MIN_LOG_SPREAD),
+        sigma_between=float(MAD_TO_SIGMA * np.median(np.abs(meds - np.median(meds)))),
+        unit_s=unit,
+        acct_gap_s=acct_gap if acct_gap > 0 else unit,
+        new_curve=tuple(float(x) for x in (hits + 1.0) / (totals + 2.0)),
+        new_rate=float((hits[1:].sum() + 1.0) / (totals[1:].sum() + 2.0)),
+    )
+
+
+# ---------------------------------------------------------------------- stage 1: per account
+
+ACCOUNT_STATE_VERSION = 2  # bump when the layout changes; upgrade_account_state reads older
+DESTINATION_STATE_VERSION = 2
+
+
+def new_account_state(params: FeatureParams) -> dict[str, Any]:
     return {
         "v": ACCOUNT_STATE_VERSION,
-        "ts": [],
-        "usd": [],
-        "near": [],
-        "la": [],
-        "known": {},
         "n": 0,
-        "first": None,
-        "last": None,
+        "t": [],  # recent withdrawal times, sorted (max(long window, usual gap), <= MAX_RECENT)
+        "e": [],  # their excess: max(0, ln(amount / median) - 1)
+        "b": [],  # 1 if the withdrawal was big (> 2 x median), else 0
+        "f": [],  # its value if its destination was fresh (first used < usual gap before)
+        "la": [],  # last MEDIAN_OF ln amounts, arrival order
+        "ls": [],  # the same, sorted
+        "m": math.exp(params.acct_log_mean),  # EW mean amount
+        "g": params.acct_gap_s,  # EW usual gap (s)
+        "q": params.new_rate,  # EW rate of new destinations
+        "last": None,  # newest withdrawal time seen (expiry reads it)
+        "k": {},  # destination digest -> first-use time; dict order = recency (LRU)
     }
 
 
-def upgrade_account_state(state: dict[str, Any]) -> dict[str, Any]:
-    """An account state written by any earlier version, in this version's layout (in place).
+def upgrade_account_state(state: dict[str, Any], params: FeatureParams) -> dict[str, Any]:
+    """An account state written by an earlier version, in this version's layout (in place).
 
-    Version 0 had no ``v`` and kept a ``dst`` list (read by nothing now) and sometimes no
-    ``near``. A state of a *newer* version is used as it is: versions only ever add keys, so
-    an older worker during a rolling deploy (or a rollback) reads what it knows and keeps
-    the rest.
+    Version 1 (features-v4) kept recent times, ln amounts and known destinations: they carry
+    over (the account is not cold after an upgrade); what it did not keep starts at the
+    population's priors. Its dedupe memory (``seen``) held features of the old layout and is
+    dropped. A state of a *newer* version is used as it is.
     """
-    if state.get("v", 0) >= ACCOUNT_STATE_VERSION:
+    version = state.get("v", 0)
+    if version >= ACCOUNT_STATE_VERSION:
         return state
-    state.pop("dst", None)
-    for key, empty in new_account_state().items():
-        state.setdefault(key, empty)
-    state["v"] = ACCOUNT_STATE_VERSION
+    fresh = new_account_state(params)
+    times = sorted(float(t) for t in state.get("ts", []))[-MAX_RECENT:]
+    logs = [float(x) for x in state.get("la", [])][-MEDIAN_OF:]
+    n = int(state.get("n", len(times)))
+    first, last = state.get("first"), state.get("last")
+    fresh.update(
+        n=n,
+        t=times,
+        e=[0.0] * len(times),
+        b=[0] * len(times),
+        f=[0.0] * len(times),
+        la=logs,
+        ls=sorted(logs),
+        last=last,
+        k={
+            str(d): float(t)
+            for d, t in sorted(state.get("known", {}).items(), key=lambda kv: kv[1])
+        },
+    )
+    if logs:
+        fresh["m"] = float(np.mean(np.exp(logs)))
+    if n >= 2 and first is not None and last is not None and last > first:
+        fresh["g"] = (float(last) - float(first)) / (n - 1)
+    for key in ("cool", "rel"):
+        if key in state:
+            fresh[key] = state[key]
+    state.clear()
+    state.update(fresh)
     return state
 
 
 def account_step(
-    state: dict[str, Any] | None, event: Withdrawal
+    state: dict[str, Any] | None,
+    event: Withdrawal,
+    params: FeatureParams,
+    structuring: Structuring | None = None,
 ) -> tuple[dict[str, Any], AccountFeatures]:
     """Features of ``event`` against the account's history, and the updated state.
 
     ``state`` is updated in place and returned (the caller writes it back to its table).
     """
-    st = new_account_state() if state is None else upgrade_account_state(state)
+    st = new_account_state(params) if state is None else upgrade_account_state(state, params)
+    log = math.log
     t = event.requested_at
-    usd = event.value
-    ts: list[float] = st["ts"]
-    amounts: list[float] = st["usd"]
-    dkey = short_digest(event.destination)
+    x = event.value
+    floor = params.amount_floor
+    if not x > floor:  # also catches NaN
+        x = floor
+    lx = log(x)
     n: int = st["n"]
+    unit = params.unit_s
 
-    # Window queries over (t - W, t] from history (events strictly after t are excluded).
+    # Amount against the account's median; a cold account's deviations count less (shrink).
+    ls: list[float] = st["ls"]
+    k = len(ls)
+    w = n / (n + PRIOR_WEIGHT)
+    if k:
+        mid = k >> 1
+        own = ls[mid] if k & 1 else 0.5 * (ls[mid - 1] + ls[mid])
+        med = w * own + (1.0 - w) * params.acct_log_median
+    else:
+        med = params.acct_log_median
+    sw = params.sigma_within
+    sb = (1.0 - w) * params.sigma_between
+    shrink = sw / math.sqrt(sw * sw + sb * sb)
+    r = (lx - med) * shrink  # ln(amount / median), in warm-account units
+    vs_population = lx - params.log_amount_median
+    excess = r - EXCESS_LN if r > EXCESS_LN else 0.0
+    big = 1 if r > BIG_LN else 0
+
+    # Windows (bisect: a late event sees its own window).
+    ts: list[float] = st["t"]
     hi = bisect.bisect_right(ts, t)
-    lo_10m = bisect.bisect_right(ts, t - W_10M, 0, hi)
-    lo_1h = bisect.bisect_right(ts, t - W_1H, 0, lo_10m)
-    lo_24h = bisect.bisect_right(ts, t - W_24H, 0, lo_1h)
-    count_10m = hi - lo_10m + 1
-    count_1h = hi - lo_1h + 1
-    count_24h = hi - lo_24h + 1
-    sum_24h = sum(amounts[lo_24h:hi]) + usd
-    low = STRUCTURING_BAND * STRUCTURING_LIMIT_USD
-    near: list[float] = st["near"]  # past withdrawals just under the limit
-    is_near = low <= usd < STRUCTURING_LIMIT_USD
-    near_limit_24h = (
-        bisect.bisect_right(near, t) - bisect.bisect_right(near, t - W_24H) + is_near
-        if near
-        else int(is_near)
-    )
-    known: dict[str, float] = st["known"]
-    new_destination = dkey not in known
-
-    # Amount against the account's own history: median/MAD on ln scale, shrunk to a prior.
-    logs: list[float] = st["la"]
-    weight = len(logs) / (len(logs) + PRIOR_WEIGHT)
-    if logs:
-        ordered = sorted(logs)
-        med_own = _median_sorted(ordered)
-        mad = _mad_sorted(ordered, med_own)
-        spread_own = max(MAD_TO_SIGMA * mad, MIN_LOG_SPREAD)
+    usual_gap: float = st["g"]
+    long_window = LONG_WINDOW_G * unit
+    lo_long = bisect.bisect_right(ts, t - long_window, 0, hi)
+    lo_gap = bisect.bisect_right(ts, t - usual_gap, 0, hi)
+    lo_burst = bisect.bisect_right(ts, t - BURST_OF_GAP * usual_gap, lo_gap, hi)
+    count_long = hi - lo_long + 1
+    expected = long_window / usual_gap
+    expected = max(expected, 1.0)
+    count_burst = hi - lo_burst + 1
+    last = st["last"]
+    prev = ts[hi - 1] if hi else (last if last is not None and last <= t else None)
+    gap_floor = GAP_FLOOR_G * unit
+    if prev is None:
+        gap = -1.0
+        rapid = dormant = 0.0
     else:
-        med_own, spread_own = PRIOR_LOG_MEDIAN, PRIOR_LOG_SPREAD
-    med = weight * med_own + (1 - weight) * PRIOR_LOG_MEDIAN
-    spread = weight * spread_own + (1 - weight) * PRIOR_LOG_SPREAD
-    log_usd = math.log(max(usd, 1e-9))
-    amount_z = min(max(0.0, (log_usd - med) / spread), AMOUNT_Z_CAP)
+        gap = t - prev
+        rapid = log(usual_gap / (gap if gap > gap_floor else gap_floor))
+        dormant = -rapid
 
-    # Rates: the account's active period (first .. previous newest event) sets its habits.
-    first: float | None = st["first"]
-    last: float | None = st["last"]
-    if n >= 2 and first is not None and last is not None and last > first:
-        usual_gap = (last - first) / (n - 1)
-        gap_weight = (n - 1) / (n - 1 + PRIOR_WEIGHT)
-        usual_gap = math.exp(
-            gap_weight * math.log(max(usual_gap, MIN_GAP_S))
-            + (1 - gap_weight) * math.log(PRIOR_GAP_S)
+    # Destinations, from the account's side.
+    known: dict[str, float] = st["k"]
+    dkey = short_digest(event.destination)
+    first_use = known.get(dkey)
+    is_new = first_use is None
+    if first_use is None:
+        first_use = t
+    p_new = w * st["q"] + (1.0 - w) * params.new_curve[_bucket(n)]
+    fresh_now = x if t - first_use < usual_gap else 0.0
+    fresh_value = sum(st["f"][lo_gap:hi]) + fresh_now
+    mean_amount: float = st["m"]
+    big_count = sum(st["b"][lo_gap:hi]) + big
+    lo_last = hi - (EXCESS_LAST - 1)
+    sustained = sum(st["e"][lo_last if lo_last > lo_long else lo_long : hi]) + excess
+
+    near_limit = 0
+    limit = None if structuring is None else structuring.limits.get(event.asset)
+    if limit is not None and structuring is not None:
+        near: list[float] = st.setdefault("near", [])
+        amount = float(event.amount)
+        is_near = structuring.band * limit <= amount < limit
+        near_limit = (
+            bisect.bisect_right(near, t) - bisect.bisect_right(near, t - long_window) + is_near
         )
-    else:
-        usual_gap = PRIOR_GAP_S
-    usual_daily_count = DAY_S / usual_gap
-    typical_usd = math.exp(med)
-    prev = ts[hi - 1] if hi > 0 else (last if last is not None and last <= t else None)
-    gap = None if prev is None else t - prev
+        if is_near:
+            bisect.insort(near, t)
+            if len(near) > MAX_RECENT:
+                del near[0]
 
     cooldown = st.get("cool", 0.0) > t
     released = st.get("rel", {}).get(dkey)
-    released_usd = released[1] if released is not None and released[0] > t else 0.0
+    released_value = released[1] if released is not None and released[0] > t else 0.0
 
     # Positional: this runs once per withdrawal on the hot path (field order as declared).
     feats = AccountFeatures(
-        usd,
+        x,
         n,
-        typical_usd,
-        amount_z,
-        count_10m,
-        count_1h,
-        count_24h,
-        usual_daily_count,
-        sum_24h,
-        usual_daily_count * typical_usd,
-        gap,
+        math.exp(med),
+        math.exp(params.log_amount_median),
+        mean_amount,
         usual_gap,
-        new_destination,
-        near_limit_24h,
+        gap,
+        count_burst,
+        count_long,
+        expected,
+        fresh_value,
+        big_count,
+        is_new,
+        p_new,
+        vs_population if vs_population < r else r,
+        sustained,
+        math.log1p(fresh_value / mean_amount) * shrink,
+        log(1 + big_count),
+        rapid,
+        log(count_burst),
+        log(count_long / expected),
+        dormant,
+        -log(p_new) if is_new else 0.0,
+        (r if r > 0.0 else 0.0) if is_new else 0.0,
+        near_limit,
         cooldown,
-        released_usd,
+        released_value,
     )
 
-    # Update in place: insert in time order, drop what left retention, keep lists bounded.
+    # Update in place: insert in time order, keep the windows' history, keep lists bounded.
     ts.insert(hi, t)
-    amounts.insert(hi, usd)
-    cut = bisect.bisect_right(ts, ts[-1] - RETENTION_S)
-    cut = max(cut, len(ts) - MAX_RECENT)
-    if cut > 0:
-        del ts[:cut], amounts[:cut]
-    if is_near:
-        bisect.insort(near, t)
-    if near and near[0] <= ts[0]:
-        del near[: bisect.bisect_left(near, ts[0])]  # same retention as the window lists
-    logs.append(log_usd)
-    if len(logs) > MAX_AMOUNTS:
-        del logs[0]
-    known[dkey] = max(t, known.get(dkey, t))
-    if len(known) > MAX_KNOWN_DESTINATIONS:
-        del known[min(known, key=known.__getitem__)]
+    st["e"].insert(hi, excess)
+    st["b"].insert(hi, big)
+    st["f"].insert(hi, fresh_now)
+    keep = long_window if long_window > usual_gap else usual_gap
+    cut = bisect.bisect_right(ts, ts[-1] - keep)
+    if len(ts) - cut > MAX_RECENT:
+        cut = len(ts) - MAX_RECENT
+    if cut:
+        del ts[:cut], st["e"][:cut], st["b"][:cut], st["f"][:cut]
+    la: list[float] = st["la"]
+    la.append(lx)
+    bisect.insort(ls, lx)
+    if len(la) > MEDIAN_OF:
+        del ls[bisect.bisect_left(ls, la.pop(0))]
+    a = 1.0 / min(n + 1 + PRIOR_WEIGHT, EW_EVENTS)  # the prior's weight fades; then EW
+    st["m"] = mean_amount + a * (x - mean_amount)
+    if prev is not None:
+        g = usual_gap + (gap - usual_gap) / min(n + PRIOR_WEIGHT, EW_EVENTS)
+        st["g"] = g if g > gap_floor else gap_floor
+    if n:  # the first destination is new by definition: no evidence of a habit
+        st["q"] += a * ((1.0 if is_new else 0.0) - st["q"])
+    if is_new:
+        known[dkey] = t
+        if len(known) > MAX_KNOWN:
+            del known[next(iter(known))]
+    else:  # most recently used last; the first-use time stays
+        del known[dkey]
+        known[dkey] = first_use
     st["n"] = n + 1
-    st["first"] = t if first is None else min(first, t)
-    st["last"] = t if last is None else max(last, t)
+    if last is None or t > last:
+        st["last"] = t
     return st, feats
 
 
-def destination_step(
-    state: dict[str, Any] | None, event: Withdrawal, *, new_for_account: bool
-) -> tuple[dict[str, Any], DestinationFeatures]:
-    """Cross-account fan-in of ``event.destination``; the state is keyed by destination.
+# ---------------------------------------------------------------------- stage 2: per destination
 
-    State: ``a`` maps an account digest to [latest payment, latest first-time payment]
-    (0 if none); ``L`` and ``N`` hold the same times sorted, so window counts are bisects.
-    ``state`` is updated in place and returned.
+
+def new_destination_state() -> dict[str, Any]:
+    return {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []}
+
+
+def destination_step(
+    state: dict[str, Any] | None, event: Withdrawal, acc: AccountFeatures, params: FeatureParams
+) -> tuple[dict[str, Any], DestinationFeatures]:
+    """Fan-in of ``event.destination`` over (t - G, t]: distinct accounts paying it, and how
+    many of them paid it for the first time (by the account's own memory) in the window.
+
+    State: ``a`` maps an account digest to [latest payment, latest first-time payment or 0],
+    in order of latest payment (re-inserted on every payment); ``L`` and ``N`` hold the same
+    times sorted (window counts are bisects). At most :data:`MAX_PAYERS` accounts: the least
+    recently paying one goes first. ``state`` is updated in place and returned.
     """
-    st: dict[str, Any] = (
-        {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []} if state is None else state
-    )
-    accounts: dict[str, list[float]] = st["a"]
+    st = new_destination_state() if state is None else state
+    if st.get("v", 1) < DESTINATION_STATE_VERSION:  # v1: same lists, payers in any order
+        st["a"] = dict(sorted(st["a"].items(), key=lambda kv: kv[1][0]))
+        st["v"] = DESTINATION_STATE_VERSION
+    payers: dict[str, list[float]] = st["a"]
     lasts: list[float] = st["L"]
     news: list[float] = st["N"]
     t = event.requested_at
     akey = short_digest(event.account_id)
-    seen = accounts.get(akey)
+    seen = payers.pop(akey, None)
     if seen is None:
-        seen = accounts[akey] = [t, 0.0]
+        seen = [t, 0.0]
         bisect.insort(lasts, t)
     elif t > seen[0]:
         del lasts[bisect.bisect_left(lasts, seen[0])]
         bisect.insort(lasts, t)
         seen[0] = t
-    if new_for_account and t > seen[1]:
+    payers[akey] = seen  # most recent payer last
+    if acc.new_destination and t > seen[1]:
         if seen[1]:
             del news[bisect.bisect_left(news, seen[1])]
         bisect.insort(news, t)
         seen[1] = t
-    fan_in = len(lasts) - bisect.bisect_right(lasts, t - W_24H)
-    fan_in_new = len(news) - bisect.bisect_right(news, t - W_2H)
-    # Bound: forget the least recently seen accounts. Counts saturate at
-    # MAX_FAN_IN_ACCOUNTS + 1.
-    while len(accounts) > MAX_FAN_IN_ACCOUNTS:
-        oldest = lasts[0]
-        victim = next(k for k, v in accounts.items() if v[0] == oldest)
-        _, new = accounts.pop(victim)
-        del lasts[0]
-        if new:
-            del news[bisect.bisect_left(news, new)]
+    since = t - FAN_IN_WINDOW_G * params.unit_s
+    fan_in = len(lasts) - bisect.bisect_right(lasts, since)
+    fan_in_new = len(news) - bisect.bisect_right(news, since)
+    if len(payers) > MAX_PAYERS:
+        last_t, first = payers.pop(next(iter(payers)))
+        del lasts[bisect.bisect_left(lasts, last_t)]
+        if first:
+            del news[bisect.bisect_left(news, first)]
     report = st.get("rep")
     if report is not None and report[3] <= t < report[0]:
         return st, DestinationFeatures(fan_in, fan_in_new, True, f"{report[2]} {report[1]}")
     return st, DestinationFeatures(fan_in, fan_in_new)
 
 
+def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float]:
+    """The model's input row, in :data:`FEATURE_NAMES` order (families concatenated)."""
+    fan_in = dst.fan_in_count
+    return [
+        acc.amount_vs_history,
+        acc.sustained_excess,
+        acc.to_fresh_destinations,
+        acc.big_withdrawals,
+        acc.rapid_succession,
+        acc.burst,
+        acc.busy,
+        acc.dormant_account,
+        acc.new_destination_surprise,
+        acc.amount_to_new_destination,
+        math.log1p(dst.fan_in_new_count),
+        math.log(fan_in) if fan_in > 1 else 0.0,
+    ]
+
+
+# ---------------------------------------------------------------------- labels
+
+
 def apply_account_label(
     state: dict[str, Any] | None,
     label: Any,
+    params: FeatureParams,
     *,
     cooldown_s: float,
     release_s: float,
@@ -392,7 +643,7 @@ def apply_account_label(
     the report. ``legit`` (an analyst released a held withdrawal): its destination becomes
     known, and withdrawals to it up to that amount are not held again for ``release_s``.
     """
-    st = new_account_state() if state is None else upgrade_account_state(state)
+    st = new_account_state(params) if state is None else upgrade_account_state(state, params)
     t = float(label.reported_at)
     if label.label == "fraud":
         st["cool"] = max(float(st.get("cool", 0.0)), t + cooldown_s)
@@ -400,11 +651,15 @@ def apply_account_label(
     st.pop("cool", None)  # an analyst vouched for the account
     if label.destination is not None:
         dkey = short_digest(label.destination)
-        st["known"][dkey] = max(t, st["known"].get(dkey, t))
+        known: dict[str, float] = st["k"]
+        first_use = known.pop(dkey, t)
+        known[dkey] = first_use
+        if len(known) > MAX_KNOWN:
+            del known[next(iter(known))]
         seen = st.get("seen", {}).get(label.withdrawal_id) if label.withdrawal_id else None
-        usd = float(seen[1]) if seen is not None else 0.0  # seen: [t, *features], usd first
+        value = float(seen[1]) if seen is not None else 0.0  # seen: [t, *features], value first
         rel = st.setdefault("rel", {})
-        rel[dkey] = [t + release_s, max(usd, rel.get(dkey, [0.0, 0.0])[1])]
+        rel[dkey] = [t + release_s, max(value, rel.get(dkey, [0.0, 0.0])[1])]
         for key in [k for k, v in rel.items() if v[0] <= t]:
             del rel[key]
     return st
@@ -415,9 +670,7 @@ def apply_destination_label(
 ) -> dict[str, Any]:
     """A destination's state after a label naming it, in place: ``fraud`` reports it (later
     withdrawals to it are refused or held for ``report_s``), ``legit`` clears a report."""
-    st: dict[str, Any] = (
-        {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []} if state is None else state
-    )
+    st = new_destination_state() if state is None else state
     t = float(label.reported_at)
     if label.label == "fraud":
         st["rep"] = [t + report_s, label.label_id, label.source, t]
@@ -426,120 +679,76 @@ def apply_destination_label(
     return st
 
 
-def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float]:
-    """The model's input row, in :data:`FEATURE_NAMES` order (every entry >= 0)."""
-    gap = acc.gap_s
-    if gap is None:
-        rapid = dormant = 0.0
-    else:
-        ratio = math.log10(acc.usual_gap_s / (gap if gap > MIN_GAP_S else MIN_GAP_S))
-        rapid = ratio if ratio > 0.0 else 0.0
-        dormant = -ratio if ratio < 0.0 else 0.0
-    usd = acc.usd
-    day_count = math.log2(acc.count_24h / max(acc.usual_daily_count, 1.0))
-    day_volume = math.log10(acc.sum_24h / max(acc.usual_daily_usd, 1e-9))
-    return [
-        math.log10(usd if usd > LARGE_AMOUNT_FLOOR_USD else LARGE_AMOUNT_FLOOR_USD),
-        acc.amount_z,
-        math.log2(acc.count_10m),
-        math.log2(acc.count_1h),
-        day_count if day_count > 0.0 else 0.0,
-        day_volume if day_volume > 0.0 else 0.0,
-        rapid,
-        dormant,
-        1.0 if acc.new_destination else 0.0,
-        math.log2(1 + acc.near_limit_24h),
-        math.log2(dst.fan_in_24h) if dst.fan_in_24h > 1 else 0.0,
-        math.log2(1 + dst.fan_in_new_2h),
-    ]
+# ---------------------------------------------------------------------- reasons
 
 
-def reason_detail(feature: str, acc: AccountFeatures, dst: DestinationFeatures) -> Reason:
-    """A human sentence for a contributing feature, from the raw numbers behind it."""
-    code = REASONS[feature]
-    if feature == "large_amount":
-        text = f"amount ${acc.usd:,.0f} is large"
-    elif feature == "amount_vs_history" and acc.history_n == 0:
+def reason_detail(
+    feature: str, acc: AccountFeatures, dst: DestinationFeatures, family: str = ""
+) -> Reason:
+    """A human sentence for an input that drove the score, from the raw numbers behind it."""
+    family = family or next((f for f, names in FAMILIES.items() if feature in names), "")
+    median = acc.median if acc.median > 0 else 1e-300
+    if feature == "amount_vs_history":
         text = (
-            f"first withdrawal of the account is ${acc.usd:,.0f}, "
-            f"{acc.usd / max(acc.median_usd, 1e-9):,.0f}x a typical ${acc.median_usd:,.0f}"
+            f"amount {acc.value:,.2f} is {acc.value / median:,.1f}x the account's median "
+            f"({acc.median:,.2f} over {acc.n} withdrawals) and "
+            f"{acc.value / acc.population_median:,.1f}x the typical withdrawal"
         )
-    elif feature == "amount_vs_history":
+    elif feature == "sustained_excess":
         text = (
-            f"amount {acc.usd / max(acc.median_usd, 1e-9):,.0f}x the account's median "
-            f"(${acc.usd:,.0f} vs ${acc.median_usd:,.0f} over {acc.history_n} withdrawals)"
+            f"the last withdrawals are well above the account's median "
+            f"(excess {acc.sustained_excess:.2f} in ln units over the last {EXCESS_LAST})"
         )
-    elif feature == "velocity_10m":
-        text = f"{acc.count_10m} withdrawals in the last 10 minutes"
-    elif feature == "velocity_1h":
-        text = f"{acc.count_1h} withdrawals in the last hour"
-    elif feature == "velocity_24h":
-        text = f"{acc.count_24h} withdrawals in 24 h, usual {acc.usual_daily_count:.1f} per day"
-    elif feature == "daily_volume":
+    elif feature == "to_fresh_destinations":
         text = (
-            f"${acc.sum_24h:,.0f} withdrawn in 24 h, "
-            f"{acc.sum_24h / max(acc.usual_daily_usd, 1e-9):,.1f}x the usual daily "
-            f"${acc.usual_daily_usd:,.0f}"
+            f"{acc.fresh_value:,.2f} sent to newly used destinations within the usual gap "
+            f"({_duration(acc.usual_gap)}), {acc.fresh_value / acc.mean_amount:,.1f}x the "
+            "account's mean withdrawal"
+        )
+    elif feature == "big_withdrawals":
+        text = (
+            f"{acc.big_count} withdrawals above 2x the account's median within the usual gap "
+            f"({_duration(acc.usual_gap)})"
         )
     elif feature == "rapid_succession":
         text = (
-            f"{_duration(acc.gap_s or 0.0)} since the previous withdrawal, usual gap "
-            f"{_duration(acc.usual_gap_s)}"
+            f"{_duration(max(acc.gap, 0.0))} since the previous withdrawal, usual gap "
+            f"{_duration(acc.usual_gap)}"
         )
+    elif feature == "burst":
+        text = (
+            f"{acc.count_burst} withdrawals within a quarter of the usual gap "
+            f"({_duration(acc.usual_gap / 4)})"
+        )
+    elif feature == "busy":
+        text = f"{acc.count_long} withdrawals in the long window, usually {acc.expected_long:.1f}"
     elif feature == "dormant_account":
         text = (
-            f"first withdrawal in {_duration(acc.gap_s or 0.0)}, usual gap "
-            f"{_duration(acc.usual_gap_s)}"
+            f"first withdrawal in {_duration(max(acc.gap, 0.0))}, usual gap "
+            f"{_duration(acc.usual_gap)}"
         )
     elif feature == "new_destination":
-        text = f"destination never used by this account (history {acc.history_n} withdrawals)"
-    elif feature == "structuring":
         text = (
-            f"{acc.near_limit_24h} withdrawals in 24 h just under the "
-            f"${STRUCTURING_LIMIT_USD:,.0f} limit"
+            f"destination never used by the account (new ones are {acc.p_new:.0%} of its "
+            f"withdrawals; history {acc.n})"
+        )
+    elif feature == "amount_to_new_destination":
+        text = (
+            f"{acc.value:,.2f} ({acc.value / median:,.1f}x the account's median) to a "
+            "destination it never used"
+        )
+    elif feature == "fan_in_new":
+        text = (
+            f"{dst.fan_in_new_count} accounts paid this destination for the first time "
+            "within the fan-in window"
         )
     elif feature == "fan_in":
-        text = f"{dst.fan_in_24h} distinct accounts paid this destination in 24 h"
+        text = (
+            f"{dst.fan_in_count} distinct accounts paid this destination within the fan-in window"
+        )
     else:
-        text = f"{dst.fan_in_new_2h} accounts paid this destination for the first time in 2 h"
-    return Reason(code, text)
-
-
-def _mad_sorted(ordered: list[float], median: float) -> float:
-    """Median of |x - median| over a sorted list, without building the deviations.
-
-    The deviations, in ascending order, come from walking outward from the median: take
-    the nearer of the next value on the left and on the right. Only the middle one or two
-    order statistics are needed, so the walk stops halfway.
-    """
-    n = len(ordered)
-    want_hi = n // 2  # index of the (upper) middle deviation in ascending order
-    want_lo = (n - 1) // 2
-    left = bisect.bisect_left(ordered, median) - 1
-    right = left + 1
-    lo_value = hi_value = 0.0
-    for k in range(want_hi + 1):
-        if left < 0:
-            value = ordered[right] - median
-            right += 1
-        elif right >= n:
-            value = median - ordered[left]
-            left -= 1
-        else:
-            below, above = median - ordered[left], ordered[right] - median
-            if below <= above:
-                value, left = below, left - 1
-            else:
-                value, right = above, right + 1
-        if k == want_lo:
-            lo_value = value
-        hi_value = value
-    return 0.5 * (lo_value + hi_value)
-
-
-def _median_sorted(values: list[float]) -> float:
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+        raise ValueError(f"no reason for unknown feature {feature!r}")
+    return Reason(feature, family, text)
 
 
 def _duration(seconds: float) -> str:
@@ -547,6 +756,6 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    if seconds < 2 * DAY_S:
+    if seconds < 172_800:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / DAY_S:.1f} days"
+    return f"{seconds / 86400:.1f} days"

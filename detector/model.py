@@ -16,13 +16,21 @@ is refused), checks every file against the manifest (a changed, missing or added
 refused), and, when a verification key is configured, requires a valid signature (so a
 tampered artifact re-saved without the key is refused). Nothing is ever unpickled.
 
-Scores: each family's forest scores the columns it owns; ``combine`` turns the family scores
-into one anomaly score in [0, 1] on which the policy's thresholds were calibrated:
+Scores: each family's forest scores the columns it owns (floored at their training medians);
+``combine`` turns the family scores into one anomaly score in [0, 1), on which the policy's
+thresholds were calibrated:
 
-* ``single``: one family, its isolation-forest score as is;
-* ``max_percentile``: each family score becomes its percentile among the training scores of
-  that family (from the stored quantile table), and the withdrawal's score is the largest:
-  one strong deviation in any family is enough.
+* ``evidence`` (the default): each family score becomes evidence ``L = -ln p``, ``p`` its
+  training tail probability, empirical up to the family's 98th training percentile and, beyond
+  it, an exponential tail whose slope is fitted to the bulk (80th to 98th percentile). The
+  training data holds unlabelled attacks, which set the empirical ranks at the very top;
+  extrapolating from the bulk lets a family whose top lies far beyond its bulk (large amounts
+  on card data, bursts) speak louder than one whose top is more of the same (busy merchants).
+  The families combine as a soft maximum, ``L(1) + alpha L(2) + alpha^2 L(3)`` over the
+  weighted evidence sorted in decreasing order, and the score is ``1 - exp(-scale x that)``,
+  with ``scale`` set at training so that the delay threshold sits near 0.5.
+* ``max_percentile``: each family score becomes its training percentile, and the largest
+  one is the score (the alternative measured against it: docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import shutil
@@ -43,12 +52,14 @@ import numpy as np
 import numpy.typing as npt
 
 from detector.errors import ModelError
-from detector.features import FEATURE_NAMES, FEATURE_SCHEMA
+from detector.features import FEATURE_NAMES, FEATURE_SCHEMA, FeatureParams
 from detector.policy import Policy
 from detector.scoring import CompiledForest
 
 __all__ = [
+    "CALIBRATION_LEVELS",
     "COMBINE_METHODS",
+    "DEFAULT_ALPHA",
     "MODEL_FORMAT",
     "Family",
     "Model",
@@ -63,8 +74,17 @@ __all__ = [
     "sign_artifact",
 ]
 
-MODEL_FORMAT = 2  # bump when the manifest or the files change meaning; load refuses others
-COMBINE_METHODS = ("single", "max_percentile")
+MODEL_FORMAT = 3  # bump when the manifest or the files change meaning; load refuses others
+COMBINE_METHODS = ("evidence", "max_percentile")
+DEFAULT_ALPHA = 0.35
+# Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where the
+# empirical part of the evidence ends (the 98th percentile) with its evidence, -ln 0.02.
+CALIBRATION_LEVELS = np.linspace(0.0, 1.0, 1001)
+TAIL_FROM, TAIL_TO = 0.80, 0.98
+_TAIL_INDEX = 980
+_TAIL_EVIDENCE = -math.log1p(-TAIL_TO)
+# Reasons name a second family when its evidence is within this many nats of the first's.
+EXPLAIN_WITHIN = 2.0
 MANIFEST = "model.json"
 SIGNATURE = "signature.json"
 _FORESTS = "forests"
@@ -79,23 +99,46 @@ FloatArray = npt.NDArray[np.float64]
 class Family:
     """One feature family: a forest over some columns of the model row, and its calibration.
 
-    ``calibration``: training scores of this family at equally spaced quantiles (ascending),
-    which map a score to its training percentile (``max_percentile``); empty for ``single``.
+    ``floors``: each input's training median; inputs are floored there before the forest
+    sees them (less than usual is never suspicious). ``notable``: each input's training 90th
+    percentile (reasons name inputs above it). ``calibration``: the family's training scores
+    at :data:`CALIBRATION_LEVELS` (ascending); ``slope``: the tail of the evidence beyond the
+    98th percentile (see the module docstring). ``weight`` multiplies the evidence.
     """
 
     name: str
     columns: tuple[int, ...]
     forest: CompiledForest
-    calibration: tuple[float, ...] = ()
+    floors: tuple[float, ...]
+    notable: tuple[float, ...]
+    calibration: tuple[float, ...]
+    slope: float
+    weight: float = 1.0
+
+    def inputs(self, rows: FloatArray) -> FloatArray:
+        """The family's columns of ``rows``, floored at their training medians."""
+        result: FloatArray = np.maximum(rows[:, self.columns], np.asarray(self.floors))
+        return result
 
     def score(self, rows: FloatArray) -> FloatArray:
-        return self.forest.score(rows[:, self.columns])
+        return self.forest.score(self.inputs(rows))
 
     def percentile(self, scores: FloatArray) -> FloatArray:
         """Share of training withdrawals of this family scoring at or below each score."""
-        table = np.asarray(self.calibration, dtype=np.float64)
-        probs = np.linspace(0.0, 1.0, len(table))
-        return np.interp(scores, table, probs, left=0.0, right=1.0)
+        table = np.asarray(self.calibration)
+        result: FloatArray = np.interp(scores, table, CALIBRATION_LEVELS, left=0.0, right=1.0)
+        return result
+
+    def evidence(self, scores: FloatArray) -> FloatArray:
+        """``-ln p`` of each score, ``p`` its training tail probability: empirical up to the
+        98th percentile, an exponential tail fitted to the bulk (80th-98th) beyond it."""
+        table = np.asarray(self.calibration)
+        top = table[_TAIL_INDEX]
+        level = np.interp(scores, table[: _TAIL_INDEX + 1], CALIBRATION_LEVELS[: _TAIL_INDEX + 1])
+        out: FloatArray = -np.log1p(-level)
+        beyond = scores > top
+        out[beyond] = _TAIL_EVIDENCE + (scores[beyond] - top) * self.slope
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,61 +146,128 @@ class Model:
     version: str
     families: tuple[Family, ...]
     policy: Policy
-    ordinary: tuple[float, ...]  # per-feature training median: "not elevated" below it
-    combine: str = "single"
-    params: dict[str, Any] = field(default_factory=dict)  # learned feature scales
+    params: FeatureParams  # the learned scales the features measure against
+    combine: str = "evidence"
+    alpha: float = DEFAULT_ALPHA  # evidence: weight of the 2nd family (alpha ** 2: the 3rd)
+    scale: float = 1.0  # evidence: score = 1 - exp(-scale * statistic)
     training: dict[str, Any] = field(default_factory=dict)
     feature_names: tuple[str, ...] = FEATURE_NAMES
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE_METHODS:
             raise ModelError(f"unknown combine method {self.combine!r}; known {COMBINE_METHODS}")
-        if self.combine == "single" and len(self.families) != 1:
-            raise ModelError("combine 'single' needs exactly one family")
+        if not (0.0 <= self.alpha <= 1.0 and self.scale > 0 and math.isfinite(self.scale)):
+            raise ModelError(f"need 0 <= alpha <= 1 and scale > 0 ({self.alpha}, {self.scale})")
+        if not self.families:
+            raise ModelError("a model needs at least one family")
         width = len(self.feature_names)
-        if len(self.ordinary) != width:
-            raise ModelError(f"ordinary has {len(self.ordinary)} values for {width} features")
         for family in self.families:
             if not _FAMILY_NAME.match(family.name):
                 raise ModelError(f"bad family name {family.name!r}")
             if any(not 0 <= c < width for c in family.columns) or not family.columns:
                 raise ModelError(f"family {family.name!r} has columns outside the feature row")
-            if family.forest.n_features != len(family.columns):
+            k = len(family.columns)
+            if family.forest.n_features != k:
                 raise ModelError(
                     f"family {family.name!r}: forest has {family.forest.n_features} features, "
-                    f"expected {len(family.columns)}"
+                    f"expected {k}"
                 )
-            if self.combine == "max_percentile" and len(family.calibration) < 2:
-                raise ModelError(f"family {family.name!r} has no calibration table")
+            if len(family.floors) != k or len(family.notable) != k:
+                raise ModelError(f"family {family.name!r}: need one floor and notable per input")
+            table = np.asarray(family.calibration, dtype=np.float64)
+            if table.size != CALIBRATION_LEVELS.size or np.any(np.diff(table) < 0):
+                raise ModelError(
+                    f"family {family.name!r}: calibration must hold "
+                    f"{CALIBRATION_LEVELS.size} ascending scores"
+                )
+            values = (*family.floors, *family.notable, *family.calibration)
+            if not all(math.isfinite(v) for v in (*values, family.slope, family.weight)):
+                raise ModelError(f"family {family.name!r}: calibration has NaN/inf")
+            if family.slope <= 0 or family.weight <= 0:
+                raise ModelError(f"family {family.name!r}: slope and weight must be > 0")
+
+    @property
+    def ordinary(self) -> tuple[float, ...]:
+        """Each input's training median, in row order ("not elevated" at or below it)."""
+        out = [0.0] * len(self.feature_names)
+        for family in self.families:
+            for column, floor in zip(family.columns, family.floors, strict=True):
+                out[column] = floor
+        return tuple(out)
 
     # ------------------------------------------------------------------ scoring
 
-    def family_scores(self, rows: FloatArray) -> FloatArray:
-        """``(n, n_families)``: each family's own score (its percentile for max_percentile)."""
+    def evidence(self, rows: FloatArray) -> FloatArray:
+        """``(n, n_families)``: each family's weighted evidence ``-ln p`` (see Family)."""
         if not len(rows):
             return np.empty((0, len(self.families)))
-        cols = []
-        for family in self.families:
-            s = family.score(rows)
-            cols.append(family.percentile(s) if self.combine == "max_percentile" else s)
-        return np.column_stack(cols)
+        return np.column_stack(
+            [family.evidence(family.score(rows)) * family.weight for family in self.families]
+        )
+
+    def statistic(self, evidence: FloatArray) -> FloatArray:
+        """The combined evidence: the largest family's, plus ``alpha`` x the second's, plus
+        ``alpha ** 2`` x the third's (one strong deviation is enough; a second adds a little)."""
+        ordered = -np.sort(-evidence, axis=1)
+        weights = self.alpha ** np.arange(ordered.shape[1])
+        result: FloatArray = ordered @ weights
+        return result
 
     def score(self, rows: FloatArray) -> FloatArray:
-        """The combined anomaly score of each row, in [0, 1]."""
-        if not len(rows):
-            return np.empty(0)
-        if self.combine == "single":
-            return self.families[0].score(rows)
-        combined: FloatArray = self.family_scores(rows).max(axis=1)
-        return combined
+        """The combined anomaly score of each row, in [0, 1)."""
+        return self.score_with_evidence(rows)[0]
 
-    def excess_contributions(self, rows: FloatArray) -> FloatArray:
-        """``(n, n_features)``: how much more each feature isolated each row than it isolates
-        a normal withdrawal (path-depth credit minus the training mean), per family."""
-        out = np.zeros((len(rows), len(self.feature_names)))
-        for family in self.families:
-            got = family.forest.contributions(rows[:, family.columns])
-            out[:, family.columns] = got - family.forest.expected_contributions
+    def score_with_evidence(self, rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Scores and the per-family evidence behind them (reasons read it)."""
+        if not len(rows):
+            return np.empty(0), np.empty((0, len(self.families)))
+        if self.combine == "max_percentile":
+            pct = np.column_stack([f.percentile(f.score(rows)) for f in self.families])
+            return pct.max(axis=1), -np.log1p(-np.minimum(pct, 1 - 1e-12))
+        evidence = self.evidence(rows)
+        result: FloatArray = -np.expm1(-self.scale * self.statistic(evidence))
+        return result, evidence
+
+    def excess_contributions(self, family: Family, rows: FloatArray) -> FloatArray:
+        """``(n, len(family.columns))``: how much more each input of ``family`` isolated each
+        row than it isolates a normal withdrawal (path-depth credit minus the training mean)."""
+        got = family.forest.contributions(family.inputs(rows))
+        result: FloatArray = got - family.forest.expected_contributions
+        return result
+
+    def explain(
+        self, rows: FloatArray, evidence: FloatArray, *, limit: int = 3
+    ) -> list[list[tuple[str, int]]]:
+        """What drove each row's score, as ``(family, column)`` pairs, strongest first.
+
+        The family with the most evidence, and the second when it is within
+        :data:`EXPLAIN_WITHIN` nats of the first; in each, the inputs above their training
+        90th percentile (else above their median, else the one that isolated the row most),
+        ranked by how much more they isolated this row than a normal one. At most ``limit``.
+        """
+        out: list[list[tuple[str, int]]] = [[] for _ in range(len(rows))]
+        if not len(rows):
+            return out
+        excess = {f.name: self.excess_contributions(f, rows) for f in self.families}
+        for i in range(len(rows)):
+            order = np.argsort(-evidence[i], kind="stable")
+            top = evidence[i, order[0]]
+            for rank, j in enumerate(order[:2]):
+                if rank and evidence[i, j] < top - EXPLAIN_WITHIN:
+                    break
+                family = self.families[int(j)]
+                values = rows[i, family.columns]
+                gain = excess[family.name][i]
+                picked = [
+                    k
+                    for k, v in enumerate(values)
+                    if v > family.notable[k] and v > family.floors[k]
+                ] or [k for k, v in enumerate(values) if v > family.floors[k]]
+                if not picked:
+                    picked = [int(np.argmax(gain))]
+                picked.sort(key=lambda k: -gain[k])
+                out[i].extend((family.name, family.columns[k]) for k in picked[:2])
+            del out[i][limit:]
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -180,7 +290,11 @@ class Model:
                     "name": family.name,
                     "columns": list(family.columns),
                     "file": rel,
+                    "floors": list(family.floors),
+                    "notable": list(family.notable),
                     "calibration": list(family.calibration),
+                    "slope": family.slope,
+                    "weight": family.weight,
                 }
             )
         manifest: dict[str, Any] = {
@@ -188,11 +302,12 @@ class Model:
             "version": self.version,
             "feature_schema": FEATURE_SCHEMA,
             "feature_names": list(self.feature_names),
-            "params": self.params,
+            "params": self.params.to_json(),
             "families": families,
             "combine": self.combine,
+            "alpha": self.alpha,
+            "scale": self.scale,
             "policy": self.policy.to_json(),
-            "ordinary": list(self.ordinary),
             "training": self.training,
             "files": _file_digests(directory),
         }
@@ -211,7 +326,11 @@ class Model:
                     str(f["name"]),
                     tuple(int(c) for c in f["columns"]),
                     CompiledForest.load(directory / _safe_relative(str(f["file"]))),
-                    tuple(float(x) for x in f.get("calibration", ())),
+                    tuple(float(x) for x in f["floors"]),
+                    tuple(float(x) for x in f["notable"]),
+                    tuple(float(x) for x in f["calibration"]),
+                    float(f["slope"]),
+                    float(f["weight"]),
                 )
                 for f in manifest["families"]
             )
@@ -219,9 +338,10 @@ class Model:
                 version=str(manifest["version"]),
                 families=families,
                 policy=Policy(**manifest["policy"]),
-                ordinary=tuple(float(x) for x in manifest["ordinary"]),
+                params=FeatureParams.from_json(manifest["params"]),
                 combine=str(manifest["combine"]),
-                params=dict(manifest.get("params", {})),
+                alpha=float(manifest["alpha"]),
+                scale=float(manifest["scale"]),
                 training=dict(manifest.get("training", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:

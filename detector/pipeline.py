@@ -21,22 +21,28 @@ import numpy as np
 
 from detector.events import Withdrawal, format_rfc3339
 from detector.features import (
+    FEATURE_NAMES,
     AccountFeatures,
     DestinationFeatures,
+    FeatureParams,
+    Structuring,
     account_step,
     apply_account_label,
     apply_destination_label,
     destination_step,
     feature_vector,
+    reason_detail,
+    upgrade_account_state,
 )
 from detector.model import Model
-from detector.policy import Verdict, explain
+from detector.policy import MAX_REASONS, Verdict
 
 __all__ = [
     "DEDUPE_WINDOW_S",
     "MAX_SEEN",
     "SCHEMA_VERSION",
     "SCORE_DECIMALS",
+    "UNSCORED_REASON",
     "Decider",
     "FeatureState",
     "Feedback",
@@ -44,8 +50,10 @@ __all__ = [
     "Stages",
     "Store",
     "apply_feedback",
+    "apply_structuring",
     "feature_rows",
     "make_verdict",
+    "reason_json",
     "remember",
     "verdict_text",
 ]
@@ -64,6 +72,8 @@ class Pending(NamedTuple):
 
     ``decided``: the verdict document (JSON text) already published for this withdrawal_id,
     when this is a redelivery or a duplicate: it is published again as it is, unscored.
+    ``unscored``: its account features came from another feature schema (a worker of
+    another release, during a rolling deploy): it is held for review, not scored.
     """
 
     event: Withdrawal
@@ -71,6 +81,7 @@ class Pending(NamedTuple):
     dst: DestinationFeatures
     row: list[float]
     decided: str | None = None
+    unscored: bool = False
 
 
 class Store(Protocol):
@@ -104,20 +115,22 @@ def apply_feedback(
     if dst.reported:
         first = {
             "code": "reported_destination",
+            "family": "feedback",
             "detail": f"destination reported as fraud ({dst.reported_by})",
         }
         stronger = max(verdict, feedback.reported_verdict, key=_STRENGTH.__getitem__)
-        return stronger, [first, *reasons]
+        return stronger, [first, *reasons][:MAX_REASONS]
     if acc.cooldown:
         first = {
             "code": "account_cooldown",
+            "family": "feedback",
             "detail": "account reported compromised: its withdrawals are held for review",
         }
-        return max(verdict, "delay", key=_STRENGTH.__getitem__), [first, *reasons]
+        return max(verdict, "delay", key=_STRENGTH.__getitem__), [first, *reasons][:MAX_REASONS]
     if (
-        acc.released_usd
+        acc.released_value
         and verdict != "allow"
-        and acc.usd <= acc.released_usd * feedback.release_margin
+        and acc.value <= acc.released_value * feedback.release_margin
     ):
         return "allow", []  # an analyst released this pattern (destination, amount) lately
     return verdict, reasons
@@ -139,12 +152,17 @@ class Stages:
         accounts: Store,
         destinations: Store,
         decided: Store,
+        params: FeatureParams,
         *,
+        structuring: Structuring | None = None,
         dedupe_window_s: float = DEDUPE_WINDOW_S,
         feedback: Feedback | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
+        # The model's learned scales (the worker sets them again when it switches models).
+        self.params = params
+        self.structuring = structuring
         self.accounts = accounts
         self.destinations = destinations
         self.decided = decided
@@ -153,17 +171,26 @@ class Stages:
 
     def account(self, event: Withdrawal) -> AccountFeatures:
         state = self.accounts.get(event.account_id)
-        seen = None if state is None else state.get("seen", {}).get(event.withdrawal_id)
+        seen = None
+        if state is not None:
+            state = upgrade_account_state(state, self.params)
+            seen = state.get("seen", {}).get(event.withdrawal_id)
         if seen is not None:
             return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
-        state, acc = account_step(state, event)
+        state, acc = account_step(state, event, self.params, self.structuring)
         remember(state, event, acc, self.dedupe_window_s, self.clock())
         self.accounts[event.account_id] = state
         return acc
 
-    def destination(self, event: Withdrawal, acc: AccountFeatures) -> Pending:
+    def destination(self, event: Withdrawal, acc: AccountFeatures | None) -> Pending:
+        """Stage 2; ``acc`` None: features of another schema, held unscored (no fan-in
+        update: what the account stage knew is not in a form this version reads)."""
+        if acc is None:
+            blank, none = AccountFeatures.blank(event.value), DestinationFeatures(0, 0)
+            row = feature_vector(blank, none)
+            return Pending(event, blank, none, row, self.decided.get(event.withdrawal_id), True)
         state, dst = destination_step(
-            self.destinations.get(event.destination), event, new_for_account=acc.new_destination
+            self.destinations.get(event.destination), event, acc, self.params
         )
         self.destinations[event.destination] = state  # a repeat re-applies idempotently
         decided = self.decided.get(event.withdrawal_id)
@@ -185,6 +212,7 @@ class Stages:
             self.accounts[label.account_id] = apply_account_label(
                 self.accounts.get(label.account_id),
                 label,
+                self.params,
                 cooldown_s=self.feedback.cooldown_s,
                 release_s=self.feedback.release_s,
             )
@@ -208,9 +236,14 @@ def remember(
     whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old."""
     seen: dict[str, list[Any]] = state.setdefault("seen", {})
     seen[event.withdrawal_id] = [now, *acc]
-    if len(seen) > MAX_SEEN or len(seen) % 8 == 0:
-        keep = sorted(seen.items(), key=lambda kv: kv[1][0])[-MAX_SEEN:]
-        state["seen"] = {k: v for k, v in keep if v[0] >= now - window_s}
+    # Oldest first (insertion order: ids are added as they are processed, never re-added).
+    while len(seen) > MAX_SEEN:
+        del seen[next(iter(seen))]
+    while True:
+        oldest = next(iter(seen))
+        if seen[oldest][0] >= now - window_s:
+            break
+        del seen[oldest]
 
 
 class FeatureState(Stages):
@@ -221,14 +254,27 @@ class FeatureState(Stages):
     decided: dict[str, str]
 
     def __init__(
-        self, *, dedupe_window_s: float = DEDUPE_WINDOW_S, feedback: Feedback | None = None
+        self,
+        params: FeatureParams,
+        *,
+        structuring: Structuring | None = None,
+        dedupe_window_s: float = DEDUPE_WINDOW_S,
+        feedback: Feedback | None = None,
     ) -> None:
-        super().__init__({}, {}, {}, dedupe_window_s=dedupe_window_s, feedback=feedback)
+        super().__init__(
+            {},
+            {},
+            {},
+            params,
+            structuring=structuring,
+            dedupe_window_s=dedupe_window_s,
+            feedback=feedback,
+        )
 
 
-def feature_rows(events: Iterable[Withdrawal]) -> Iterator[Pending]:
+def feature_rows(events: Iterable[Withdrawal], params: FeatureParams) -> Iterator[Pending]:
     """Replay events (already in event-time order) through fresh state."""
-    state = FeatureState()
+    state = FeatureState(params)
     for event in events:
         yield state.step(event)
 
@@ -237,37 +283,38 @@ class Decider:
     """Scores micro-batches with the compiled forest and applies the model's policy."""
 
     def __init__(
-        self, model: Model, *, hold_seconds: int, feedback: Feedback | None = None
+        self,
+        model: Model,
+        *,
+        hold_seconds: int,
+        feedback: Feedback | None = None,
+        structuring: Structuring | None = None,
     ) -> None:
         self.model = model
         self.hold_seconds = hold_seconds
         self.feedback = Feedback() if feedback is None else feedback
-        self._ordinary = model.ordinary
+        # The structuring rule (settings; None = off), applied on stage 1's count.
+        self.structuring = structuring
+        # The last batch's rows and scores (replay keeps them for its report).
+        self.last_rows: np.ndarray = np.empty((0, len(model.feature_names)))
+        self.last_scores: np.ndarray = np.empty(0)
 
     def switch(self, model: Model) -> None:
         """Decide with ``model`` from the next batch on (the worker calls it between
         batches: a batch is decided by one model)."""
         self.model = model
-        self._ordinary = model.ordinary
-        # The last batch's rows and scores (replay keeps them for its report).
-        self.last_rows: np.ndarray = np.empty((0, len(model.feature_names)))
-        self.last_scores: np.ndarray = np.empty(0)
-
-    def scores(self, items: Sequence[Pending]) -> np.ndarray:
-        return self._score(_matrix(items, len(self.model.feature_names)))
-
-    def _score(self, rows: np.ndarray) -> np.ndarray:
-        return self.model.score(rows)
 
     def decide(self, items: Sequence[Pending], *, now: float | None = None) -> list[dict[str, Any]]:
         """One verdict document per item, in order; a repeat gets its first verdict again."""
         rows = self.last_rows = _matrix(items, len(self.model.feature_names))
-        fresh = [i for i, it in enumerate(items) if it.decided is None]
+        fresh = [i for i, it in enumerate(items) if it.decided is None and not it.unscored]
+        held = [i for i, it in enumerate(items) if it.decided is None and it.unscored]
         scores = np.empty(len(items))
+        evidence = np.empty((len(items), len(self.model.families)))
         if len(fresh) == len(items):
-            scores = self._score(rows)
+            scores, evidence = self.model.score_with_evidence(rows)
         elif fresh:
-            scores[fresh] = self._score(rows[fresh])
+            scores[fresh], evidence[fresh] = self.model.score_with_evidence(rows[fresh])
         out: list[dict[str, Any]] = [{} for _ in items]
         for i, it in enumerate(items):
             if it.decided is not None:
@@ -279,17 +326,33 @@ class Decider:
         flagged = [i for i in fresh if verdicts[i] != "allow"]
         reasons: dict[int, list[dict[str, str]]] = {}
         if flagged:
-            excess = self.model.excess_contributions(rows[flagged])
+            drivers = self.model.explain(rows[flagged], evidence[flagged], limit=MAX_REASONS)
             for k, i in enumerate(flagged):
                 it = items[i]
                 reasons[i] = [
-                    {"code": r.code, "detail": r.detail}
-                    for r in explain(it.row, excess[k], self._ordinary, it.acc, it.dst)
+                    reason_json(reason_detail(FEATURE_NAMES[column], it.acc, it.dst, family))
+                    for family, column in drivers[k]
                 ]
+        for i in held:  # reported at the hold threshold: at least as suspect as a hold
+            scores[i] = policy.delay_threshold
         decided_at = format_rfc3339(time.time() if now is None else now)
         rounded = np.round(scores, SCORE_DECIMALS).tolist()
+        for i in held:
+            out[i] = make_verdict(
+                items[i].event,
+                "delay",
+                rounded[i],
+                [UNSCORED_REASON],
+                model_version=self.model.version,
+                hold_seconds=self.hold_seconds,
+                decided_at=decided_at,
+            )
         for i in fresh:
-            verdict, why = apply_feedback(verdicts[i], reasons.get(i, []), items[i], self.feedback)
+            verdict, why = verdicts[i], reasons.get(i, [])
+            rule = self.structuring
+            if rule is not None and items[i].acc.near_limit >= rule.count:
+                verdict, why = apply_structuring(verdict, why, items[i])
+            verdict, why = apply_feedback(verdict, why, items[i], self.feedback)
             out[i] = make_verdict(
                 items[i].event,
                 verdict,
@@ -300,6 +363,38 @@ class Decider:
                 decided_at=decided_at,
             )
         return out
+
+
+UNSCORED_REASON = {
+    "code": "unscored",
+    "family": "policy",
+    "detail": (
+        "features computed by a worker of another feature schema (rolling deploy): "
+        "held for review unscored"
+    ),
+}
+
+
+def reason_json(reason: Any) -> dict[str, str]:
+    """A reason as the verdict contract has it: ``{code, family, detail}``."""
+    return {"code": reason.code, "family": reason.family, "detail": reason.detail}
+
+
+def apply_structuring(
+    verdict: Verdict, reasons: list[dict[str, str]], item: Pending
+) -> tuple[Verdict, list[dict[str, str]]]:
+    """The structuring rule fired: hold at least, and say why first."""
+    event = item.event
+    first = {
+        "code": "structuring",
+        "family": "policy",
+        "detail": (
+            f"{item.acc.near_limit} withdrawals of {event.asset} just under its structuring "
+            "limit within the long window"
+        ),
+    }
+    stronger = max(verdict, "delay", key=_STRENGTH.__getitem__)
+    return stronger, [first, *reasons][:MAX_REASONS]
 
 
 def _matrix(items: Sequence[Pending], width: int) -> np.ndarray:

@@ -1,20 +1,9 @@
-"""Policy: anomaly score -> verdict, and the reasons behind a held or refused withdrawal."""
+"""Policy: anomaly score -> verdict (thresholds calibrated at training time)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import numpy as np
-
-from detector.features import (
-    FEATURE_NAMES,
-    AccountFeatures,
-    DestinationFeatures,
-    Reason,
-    reason_detail,
-)
 
 __all__ = [
     "DEFAULT_DELAY_RATE",
@@ -23,7 +12,6 @@ __all__ = [
     "VERDICTS",
     "Policy",
     "Verdict",
-    "explain",
 ]
 
 Verdict = Literal["allow", "delay", "refuse"]
@@ -59,23 +47,3 @@ class Policy:
 
     def to_json(self) -> dict[str, Any]:
         return {"delay_threshold": self.delay_threshold, "refuse_threshold": self.refuse_threshold}
-
-
-def explain(
-    row: Sequence[float],
-    excess: np.ndarray,
-    ordinary: Sequence[float],
-    acc: AccountFeatures,
-    dst: DestinationFeatures,
-) -> list[Reason]:
-    """Top contributing features of one row, as reason codes with human details.
-
-    ``excess`` is the row's per-feature path-depth credit minus the training mean (how much
-    more each feature isolated this withdrawal than it isolates a normal one); ``ordinary``
-    is each feature's training median. Only features above their ordinary value can be a
-    reason (a feature at its usual value explains nothing); they are ranked by excess.
-    """
-    elevated = [i for i in range(len(FEATURE_NAMES)) if row[i] > ordinary[i]]
-    ranked = sorted(elevated, key=lambda i: float(excess[i]), reverse=True)
-    chosen = [i for i in ranked if excess[i] > 0][:MAX_REASONS] or ranked[:1]
-    return [reason_detail(FEATURE_NAMES[i], acc, dst) for i in chosen]

@@ -22,6 +22,7 @@ from pathlib import Path
 from detector.config import Settings
 from detector.errors import KafkaSetupError
 from detector.events import Withdrawal
+from detector.features import FeatureParams
 from detector.offline.dataset import load_events
 from detector.pipeline import FeatureState
 from detector.stream.app import ACCOUNTS_TABLE, DESTINATIONS_TABLE, topic_specs
@@ -42,23 +43,32 @@ class BackfillResult:
     read_s: float  # reading and validating the file
 
 
-def build_state(events: Iterable[Withdrawal], settings: Settings) -> FeatureState:
-    """The state the worker would hold after deciding ``events`` (event-time order)."""
-    state = FeatureState(dedupe_window_s=settings.dedupe_window_s)
+def build_state(
+    events: Iterable[Withdrawal], settings: Settings, params: FeatureParams
+) -> FeatureState:
+    """The state the worker would hold after deciding ``events`` (event-time order), with
+    the scales of the model it serves."""
+    state = FeatureState(
+        params, structuring=settings.structuring(), dedupe_window_s=settings.dedupe_window_s
+    )
     for event in events:
         state.step(event)
     return state
 
 
 def backfill(
-    events_path: Path, settings: Settings, *, log: Callable[[str], None] = print
+    events_path: Path,
+    settings: Settings,
+    params: FeatureParams,
+    *,
+    log: Callable[[str], None] = print,
 ) -> BackfillResult:
     _refuse_if_running(settings)
     started = time.perf_counter()
     events = load_events(events_path)
     read_s = time.perf_counter() - started
     started = time.perf_counter()
-    state = build_state(events, settings)
+    state = build_state(events, settings, params)
     build_s = time.perf_counter() - started
     security = settings.kafka_python_config()
     ensure_topics(settings.bootstrap_servers, topic_specs(settings), security=security)

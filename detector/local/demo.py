@@ -211,11 +211,9 @@ def _ensure_model(settings: Settings) -> None:
         f"[2/5] no model in {settings.model_dir}: simulating {_TRAIN_ACCOUNTS} accounts x "
         f"{_TRAIN_DAYS:.0f} days of history and training one"
     )
-    simulate.write_jsonl(
-        simulate.generate(simulate.SimConfig(accounts=_TRAIN_ACCOUNTS, days=_TRAIN_DAYS, seed=1)),
-        path,
-    )
-    result = train(path, settings.model_dir)
+    config = simulate.SimConfig(accounts=_TRAIN_ACCOUNTS, days=_TRAIN_DAYS, seed=1)
+    simulate.write_jsonl(simulate.generate(config), path)
+    result = train(path, settings.model_dir, fit_from=config.warmup_end.timestamp())
     _say(f"      trained {result.model.version} on {result.report['events']} withdrawals")
 
 

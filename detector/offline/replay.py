@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detector.events import Withdrawal
-from detector.features import AccountFeatures
+from detector.features import AccountFeatures, Structuring
 from detector.labels import Label
 from detector.model import Model
 from detector.offline.quality import Tally
@@ -51,6 +51,7 @@ def replay(
     reports: Sequence[Label] = (),
     feedback: Feedback | None = None,
     score_from: float | None = None,
+    structuring: Structuring | None = None,
 ) -> ReplayResult:
     """Decide every event (given in event-time order) as the worker would.
 
@@ -68,8 +69,8 @@ def replay(
     history, then the period under test); only the later ones are decided and returned.
     """
     started = time.perf_counter()
-    decider = Decider(model, hold_seconds=hold_seconds, feedback=feedback)
-    state = FeatureState(feedback=feedback)
+    decider = Decider(model, hold_seconds=hold_seconds, feedback=feedback, structuring=structuring)
+    state = FeatureState(model.params, structuring=structuring, feedback=feedback)
     verdicts: list[dict[str, Any]] = []
     scores: list[np.ndarray] = []
     rows: list[np.ndarray] = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,17 @@ from typing import Any
 import numpy as np
 
 from detector.errors import ModelError
-from detector.features import FEATURE_NAMES
-from detector.model import Family, Model, Signer
+from detector.events import format_rfc3339
+from detector.features import FAMILIES, FeatureParams, learn_params
+from detector.model import (
+    CALIBRATION_LEVELS,
+    DEFAULT_ALPHA,
+    TAIL_FROM,
+    TAIL_TO,
+    Family,
+    Model,
+    Signer,
+)
 from detector.offline.dataset import load_events
 from detector.offline.forests import compile_forest, fit_forest
 from detector.pipeline import feature_rows
@@ -30,6 +42,8 @@ DEFAULT_MAX_SAMPLES = 2048
 _REPORT_BINS = 50
 # Rows whose mean path-depth credit is each feature's "normal" contribution (reasons).
 _REFERENCE_ROWS = 20_000
+# Reasons name an input above this training quantile.
+_NOTABLE = 0.9
 
 
 @dataclass(frozen=True)
@@ -43,38 +57,63 @@ def train(
     events_path: Path,
     out_dir: Path,
     *,
+    warmup_path: Path | None = None,
+    fit_from: float | None = None,
     delay_rate: float = DEFAULT_DELAY_RATE,
     refuse_rate: float = DEFAULT_REFUSE_RATE,
     n_estimators: int = DEFAULT_TREES,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    combine: str = "evidence",
+    weights: Mapping[str, float] | None = None,
     seed: int = 0,
     plots: bool = True,
     signer: Signer | None = None,
 ) -> TrainResult:
+    """Learn the feature scales from the history, replay it through the features, fit one
+    forest per family on the rows from ``fit_from`` on (earlier rows, and ``warmup_path``'s
+    withdrawals, only build state: an account's first withdrawals in a history are cold and
+    unlike the ones the worker will see), calibrate, save, report."""
     events = load_events(events_path)
+    if warmup_path is not None:
+        history = load_events(warmup_path)
+        if fit_from is None and events:
+            fit_from = events[0].requested_at
+        events = sorted([*history, *events], key=lambda e: e.requested_at)
     if len(events) < 2:
         raise ModelError(
             f"{events_path}: need at least 2 withdrawals to train, found {len(events)}"
         )
-    rows = np.array([item.row for item in feature_rows(events)], dtype=np.float64)
+    params = learn_params(events)
+    rows = np.array([item.row for item in feature_rows(events, params)], dtype=np.float64)
+    if fit_from is not None:
+        rows = rows[np.array([e.requested_at >= fit_from for e in events], dtype=bool)]
+        if len(rows) < 2:
+            raise ModelError(f"{events_path}: fewer than 2 withdrawals after the warm-up")
     model, scores = fit_model(
         rows,
+        params,
         delay_rate=delay_rate,
         refuse_rate=refuse_rate,
         n_estimators=n_estimators,
         max_samples=max_samples,
+        combine=combine,
+        weights=weights,
         random_state=seed,
         training={
             "source": events_path.name,
             "first_event": events[0].requested_at_text,
             "last_event": events[-1].requested_at_text,
+            "fit_from": None if fit_from is None else format_rfc3339(fit_from),
+            "history_events": len(events),
         },
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     counts, edges = np.histogram(scores, bins=_REPORT_BINS, range=(0.0, 1.0))
     report = {
         "model_version": model.version,
-        "events": len(events),
+        "events": len(rows),
+        "history_events": len(events),
+        "params": params.to_json(),
         "thresholds": model.policy.to_json(),
         "training_flagged": {
             "delay": float(
@@ -101,44 +140,93 @@ def train(
 
 def fit_model(
     rows: np.ndarray,
+    params: FeatureParams,
     *,
     delay_rate: float,
     refuse_rate: float,
     n_estimators: int = DEFAULT_TREES,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    combine: str = "evidence",
+    weights: Mapping[str, float] | None = None,
+    alpha: float = DEFAULT_ALPHA,
     random_state: int = 0,
     training: dict[str, Any] | None = None,
 ) -> tuple[Model, np.ndarray]:
-    """Fit an IsolationForest on feature rows and calibrate the policy on them.
-
-    Thresholds are the training-score quantiles that delay ``delay_rate`` and refuse
+    """One isolation forest per feature family on its inputs (floored at their training
+    medians), each calibrated on its training scores; the policy's thresholds are the
+    training quantiles of the combined score that delay ``delay_rate`` and refuse
     ``refuse_rate`` of the training withdrawals. Returns the model and the training scores.
     """
     if not 0 < refuse_rate <= delay_rate < 1:
         raise ValueError(f"need 0 < refuse_rate ({refuse_rate}) <= delay_rate ({delay_rate}) < 1")
     if len(rows) < 2:
         raise ModelError(f"need at least 2 training withdrawals, got {len(rows)}")
-    forest_sk = fit_forest(
-        rows, n_estimators=n_estimators, max_samples=max_samples, random_state=random_state
+    weights = dict(weights or {})
+    unknown = set(weights) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown families in weights: {sorted(unknown)}")
+    rng = np.random.default_rng(random_state)
+    reference_rows = rng.permutation(len(rows))[:_REFERENCE_ROWS]
+    families = []
+    start = 0
+    for name, inputs in FAMILIES.items():
+        columns = tuple(range(start, start + len(inputs)))
+        start += len(inputs)
+        block = rows[:, columns]
+        floors = np.median(block, axis=0)
+        floored = np.maximum(block, floors)
+        forest_sk = fit_forest(
+            floored, n_estimators=n_estimators, max_samples=max_samples, random_state=random_state
+        )
+        forest = compile_forest(forest_sk, X_reference=floored[reference_rows])
+        scores = forest.score(floored)
+        low, high = np.quantile(scores, [TAIL_FROM, TAIL_TO])
+        families.append(
+            Family(
+                name,
+                columns,
+                forest,
+                tuple(float(x) for x in floors),
+                tuple(float(x) for x in np.quantile(block, _NOTABLE, axis=0)),
+                tuple(float(x) for x in np.quantile(scores, CALIBRATION_LEVELS)),
+                float(math.log((1 - TAIL_FROM) / (1 - TAIL_TO)) / max(high - low, 1e-9)),
+                float(weights.get(name, 1.0)),
+            )
+        )
+    digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
+    digest.update(
+        json.dumps(
+            [combine, sorted(weights.items()), alpha, n_estimators, max_samples, random_state]
+        ).encode()
     )
-    reference = rows[np.random.default_rng(random_state).permutation(len(rows))[:_REFERENCE_ROWS]]
-    forest = compile_forest(forest_sk, X_reference=reference)
-    family = Family("all", tuple(range(len(FEATURE_NAMES))), forest)
-    scores = forest.score(rows)
+    draft = Model(
+        f"iforest-{digest.hexdigest()[:10]}",
+        tuple(families),
+        Policy(0.0, 1.0),
+        params,
+        combine=combine,
+        alpha=alpha,
+        training={},
+    )
+    scale = 1.0
+    if combine == "evidence":
+        # Put the delay threshold near 0.5: the score keeps its resolution where it matters.
+        statistic = draft.statistic(draft.evidence(rows))
+        at_delay = float(np.quantile(statistic, 1 - delay_rate))
+        scale = math.log(2.0) / at_delay if at_delay > 0 else 1.0
+    model = dataclasses.replace(draft, scale=scale)
+    scores = model.score(rows)
     policy = Policy(
         delay_threshold=float(np.quantile(scores, 1 - delay_rate)),
         refuse_threshold=float(np.quantile(scores, 1 - refuse_rate)),
     )
-    ordinary = tuple(float(x) for x in np.median(rows, axis=0))
-    digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
     info = {
         "events": len(rows),
         "delay_rate": delay_rate,
         "refuse_rate": refuse_rate,
         "n_estimators": n_estimators,
-        "max_samples": int(forest_sk.max_samples_),
+        "max_samples": min(max_samples, len(rows)),
         "random_state": random_state,
         **(training or {}),
     }
-    version = f"iforest-{digest[:10]}"
-    return Model(version, (family,), policy, ordinary, training=info), scores
+    return dataclasses.replace(model, policy=policy, training=info), scores

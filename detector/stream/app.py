@@ -205,15 +205,20 @@ def create_app(
     decided_view = _DecidedView(decided, clock)
     # The same composition replay uses, over the worker's tables.
     feedback = settings.feedback()
+    structuring = settings.structuring()
     stages = Stages(
         account_view,
         destination_view,
         decided_view,
+        model.params,
+        structuring=structuring,
         dedupe_window_s=window,
         feedback=feedback,
         clock=clock,
     )
-    decider = Decider(model, hold_seconds=settings.hold_seconds, feedback=feedback)
+    decider = Decider(
+        model, hold_seconds=settings.hold_seconds, feedback=feedback, structuring=structuring
+    )
     shadow: list[Decider] = []  # the challenger, when the control topic names one
     batch_within = settings.batch_within_ms / 1000.0
     # Per input partition: the newest event time seen (idle state expires against it).
@@ -457,11 +462,22 @@ def create_app(
     def apply_model(role: str, new: Model | None) -> None:
         if role == "active" and new is not None:
             decider.switch(new)
+            # Features measure against the active model's learned scales; the state built
+            # under the previous ones carries over (README: changing models).
+            stages.params = new.params
         elif role == "shadow":
+            # The challenger scores the rows computed with the active model's scales.
             shadow[:] = (
                 []
                 if new is None
-                else [Decider(new, hold_seconds=settings.hold_seconds, feedback=feedback)]
+                else [
+                    Decider(
+                        new,
+                        hold_seconds=settings.hold_seconds,
+                        feedback=feedback,
+                        structuring=structuring,
+                    )
+                ]
             )
         metrics.set_model(None if new is None else new.version, role)
 

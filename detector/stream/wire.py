@@ -10,9 +10,12 @@ same way, in order with the withdrawals::
 
 Readers accept every version: 2, 1 (``{"v": 1, "e": ..., "a": ...}``: one withdrawal) and 0
 (no ``v``; account features as a positional list). Unknown fields are ignored and features a
-newer writer added are dropped, missing ones take their defaults, so workers of two versions
-side by side during a rolling deploy read each other's records instead of dead-lettering
-them.
+newer writer added are dropped, missing optional ones take their defaults, so workers of two
+versions side by side during a rolling deploy read each other's records instead of
+dead-lettering them. Each item names the feature schema that computed it (``s``); features
+of another schema (another ``s``, or model inputs missing: a positional list, an older
+release) cannot be scored by this model: the withdrawal is held for review, unscored
+(reason ``unscored``), never dead-lettered or let through.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import orjson
 
 from detector.errors import InvalidEvent
 from detector.events import Withdrawal, validate_withdrawal
-from detector.features import AccountFeatures
+from detector.features import FEATURE_SCHEMA, AccountFeatures
 from detector.labels import Label, validate_label
 
 __all__ = [
@@ -46,7 +49,9 @@ _TAIL = b"]}"
 def encode_item(event: Withdrawal, acc: AccountFeatures) -> bytes:
     """One withdrawal and its account features, as an element of a version-2 record
     (``t``: the event time as epoch seconds, so the reader need not parse it again)."""
-    return orjson.dumps({"e": event.to_json(), "a": acc.to_json(), "t": event.requested_at})
+    return orjson.dumps(
+        {"e": event.to_json(), "a": acc.to_json(), "s": FEATURE_SCHEMA, "t": event.requested_at}
+    )
 
 
 def encode_label(label: Label) -> bytes:
@@ -100,16 +105,24 @@ def _withdrawal(entry: dict[str, Any]) -> Withdrawal:
 _FIELDS = ("withdrawal_id", "account_id", "asset", "amount", "destination", "requested_at")
 
 
-def decode_forwards(raw: bytes | None) -> list[tuple[Withdrawal, AccountFeatures] | Label]:
+def _features(entry: dict[str, Any]) -> AccountFeatures | None:
+    """The item's account features; None when another feature schema computed them."""
+    if entry.get("s", FEATURE_SCHEMA) != FEATURE_SCHEMA:
+        return None
+    return AccountFeatures.read(entry["a"])
+
+
+def decode_forwards(
+    raw: bytes | None,
+) -> list[tuple[Withdrawal, AccountFeatures | None] | Label]:
     """Every withdrawal and label of a stage-1 record of any version, in order;
-    InvalidEvent if it is not one."""
+    InvalidEvent if it is not one. A withdrawal's features are None when a worker of another
+    feature schema computed them (during a rolling deploy): stage 2 holds it unscored."""
     try:
         doc = orjson.loads(raw or b"")
         entries: list[Any] = doc.get("items", [doc])
         return [
-            validate_label(entry["l"])
-            if "l" in entry
-            else (_withdrawal(entry), AccountFeatures.from_json(entry["a"]))
+            validate_label(entry["l"]) if "l" in entry else (_withdrawal(entry), _features(entry))
             for entry in entries
         ]
     except InvalidEvent:

@@ -1,49 +1,53 @@
-"""Feature functions on hand-made histories: windows, boundaries, late events, cold start."""
+"""Feature functions on hand-made histories: learned scales, windows relative to the account's
+rhythm, late events, cold start, destinations, fan-in, bounds, labels, reasons."""
 
 from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from samples import DAY, PARAMS, withdrawal
 
-from detector.events import Withdrawal
 from detector.features import (
+    FAMILIES,
     FEATURE_NAMES,
-    MAX_AMOUNTS,
-    MAX_FAN_IN_ACCOUNTS,
-    MAX_KNOWN_DESTINATIONS,
+    MAX_KNOWN,
+    MAX_PAYERS,
     MAX_RECENT,
-    STRUCTURING_LIMIT_USD,
+    MEDIAN_OF,
     AccountFeatures,
     DestinationFeatures,
+    FeatureParams,
+    Structuring,
     account_step,
+    apply_account_label,
     destination_step,
     feature_vector,
+    learn_params,
     reason_detail,
+    upgrade_account_state,
 )
 
 T0 = 1_790_000_000.0
 H = 3600.0
-DAY = 86400.0
-
-
-def w(
-    t: float, usd: float = 100.0, dest: str = "addr-1", account: str = "a1", wid: str = "w"
-) -> Withdrawal:
-    return Withdrawal(wid, account, "USDT", str(usd), usd, dest, t, "", None)
 
 
 def run(
-    events: list[Withdrawal], state: dict[str, Any] | None = None
-) -> tuple[dict[str, Any] | None, list[AccountFeatures]]:
+    events: list[Any],
+    state: dict[str, Any] | None = None,
+    params: FeatureParams = PARAMS,
+    structuring: Structuring | None = None,
+) -> tuple[dict[str, Any], list[AccountFeatures]]:
     out = []
     for e in events:
-        state, feats = account_step(state, e)
-        # The Faust table stores JSON: every step must survive a JSON round trip.
+        state, feats = account_step(state, e, params, structuring)
+        # The table stores JSON: every step must survive a JSON round trip (order included).
         state = json.loads(json.dumps(state))
         out.append(feats)
+    assert state is not None
     return state, out
 
 
@@ -53,172 +57,252 @@ def named(acc: AccountFeatures, dst: DestinationFeatures | None = None) -> dict[
     )
 
 
-def test_windows_count_and_sum_including_the_current_event() -> None:
-    events = [w(T0), w(T0 + 300, 200), w(T0 + 1800, 300), w(T0 + 5 * H, 400)]
-    _, feats = run(events)
-    assert [f.count_10m for f in feats] == [1, 2, 1, 1]
-    assert [f.count_1h for f in feats] == [1, 2, 3, 1]
-    assert [f.count_24h for f in feats] == [1, 2, 3, 4]
-    assert feats[-1].sum_24h == 1000.0
+def daily(n: int, value: float = 100.0, start: float = T0) -> list[Any]:
+    return [withdrawal(start + i * DAY, value, wid=f"d{i}") for i in range(n)]
 
 
-def test_window_boundaries_are_half_open() -> None:
-    # (t - W, t]: an event exactly W seconds earlier has left the window.
-    _, feats = run([w(T0), w(T0 + 600), w(T0 + 600 + 3600)])
-    assert feats[1].count_10m == 1
-    assert feats[1].count_1h == 2
-    assert feats[2].count_1h == 1
-    _, feats = run([w(T0), w(T0 + 599.999)])
-    assert feats[1].count_10m == 2
+def test_families_partition_the_row() -> None:
+    assert [n for names in FAMILIES.values() for n in names] == list(FEATURE_NAMES)
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 12
 
 
-def test_state_is_bounded_in_time_and_size() -> None:
-    state, _ = run([w(T0 + i * 60, dest=f"d{i}") for i in range(MAX_RECENT + 200)])
-    assert state is not None
-    assert len(state["ts"]) <= MAX_RECENT
-    assert len(state["la"]) == MAX_AMOUNTS
-    assert len(state["known"]) == MAX_KNOWN_DESTINATIONS
-    state, _ = run([w(T0 + (MAX_RECENT + 200) * 60 + 2 * DAY)], state)
-    assert state is not None
-    assert len(state["ts"]) == 1  # everything older than 24 h before the newest is gone
-    assert state["n"] == MAX_RECENT + 201  # totals keep counting
+def test_learned_scales_come_from_the_population() -> None:
+    events = []
+    for a in range(10):  # account a withdraws 10 * (a + 1) every (a + 1) hours
+        events += [
+            withdrawal(T0 + i * (a + 1) * H, 10.0 * (a + 1), account=f"a{a}", dest=f"d{a}-{i % 2}")
+            for i in range(8)
+        ]
+    p = learn_params(events)
+    assert p.unit_s == pytest.approx(5.5 * H)  # median over accounts of their median gap
+    assert p.acct_gap_s == pytest.approx(5.5 * H)
+    assert p.acct_log_median == pytest.approx(math.log(math.sqrt(50 * 60)))
+    assert p.sigma_within == pytest.approx(0.05)  # constant amounts: the floor
+    assert p.new_curve[0] > 0.9 and p.new_curve[1] > 0.6 and p.new_curve[2] < 0.2
+    with pytest.raises(ValueError):
+        learn_params([])
+    assert FeatureParams.from_json(json.loads(json.dumps(p.to_json()))) == p
 
 
-def test_cold_start_uses_the_prior_and_history_takes_over() -> None:
-    _, feats = run([w(T0, 300.0)])
+def test_params_reject_nonsense() -> None:
+    doc = PARAMS.to_json()
+    for field, bad in (("unit_s", 0.0), ("sigma_within", math.nan), ("new_rate", 1.5)):
+        with pytest.raises(ValueError):
+            FeatureParams.from_json({**doc, field: bad})
+
+
+def test_cold_start_prior_fades_with_the_accounts_own_history() -> None:
+    _, feats = run([withdrawal(T0, 100.0)])
     first = feats[0]
-    assert first.history_n == 0
-    assert first.amount_z == 0.0  # $300 is the prior's typical amount
-    assert first.gap_s is None
-    assert first.new_destination
-    # A habit of $20 withdrawals: $2,000 becomes a big z once history exists.
-    _, feats = run(
-        [w(T0 + i * DAY, 20.0 * (1 + 0.05 * (i % 3))) for i in range(20)]
-        + [w(T0 + 20 * DAY, 2000.0)]
-    )
-    assert feats[-1].amount_z > 5
-    # The account's median ($21), shrunk towards the $300 prior by 5 of 25 weights.
-    assert feats[-1].median_usd == pytest.approx(
-        math.exp(0.8 * math.log(21) + 0.2 * math.log(300)), rel=0.05
-    )
-    detail = reason_detail("amount_vs_history", feats[-1], DestinationFeatures(1, 0)).detail
-    assert "x the account's median" in detail
+    assert first.n == 0 and first.gap == -1.0 and first.new_destination
+    assert first.median == pytest.approx(100.0)  # the prior: the median account's median
+    assert named(first)["amount_vs_history"] == pytest.approx(0.0)
+    assert named(first)["new_destination"] == 0.0  # P(new) = 1 for a first withdrawal
+    # A habit of 20: after 20 withdrawals the median is 20/24 own, 4/24 the prior.
+    _, feats = run([*daily(20, 20.0), withdrawal(T0 + 20 * DAY, 2000.0)])
+    last = feats[-1]
+    assert last.median == pytest.approx(math.exp((20 * math.log(20) + 4 * math.log(100)) / 24))
+    assert last.amount_vs_history == pytest.approx(math.log(20))  # 20x the population's
 
 
-def test_tiny_and_slow_withdrawals_are_not_elevated() -> None:
-    history = [w(T0 + i * DAY, 500.0) for i in range(15)]
-    _, feats = run([*history, w(T0 + 15 * DAY, 0.5)])
-    values = named(feats[-1])
-    # One-sided features: less than usual is exactly "ordinary" (the floor).
-    assert values["amount_vs_history"] == 0.0
-    assert values["large_amount"] == math.log10(1000.0)
-    assert values["daily_volume"] == 0.0
-    assert values["rapid_succession"] < 0.1  # daily habit vs the 2-day prior: barely
-    assert values["velocity_24h"] == 0.0
-    assert values["new_destination"] == 0.0
+def test_amount_must_exceed_both_the_population_and_the_account() -> None:
+    # A whale withdrawing 1,000,000 daily: as its own history grows, another 1,000,000
+    # becomes ordinary (the population's prior fades as n / (n + 4)).
+    first = run([withdrawal(T0, 1e6)])[1][0].amount_vs_history
+    month = run([*daily(30, 1e6), withdrawal(T0 + 30 * DAY, 1e6)])[1][-1].amount_vs_history
+    year = run([*daily(300, 1e6), withdrawal(T0 + 300 * DAY, 1e6)])[1][-1].amount_vs_history
+    assert first > 4
+    assert 1.2 > month > 0.15 > year
+    # A small account: 50 is 10x its median but half the population's median: not large.
+    _, feats = run([*daily(30, 5.0), withdrawal(T0 + 30 * DAY, 50.0)])
+    assert named(feats[-1])["amount_vs_history"] < 0
 
 
-def test_gaps_rapid_succession_and_dormancy() -> None:
-    history = [w(T0 + i * DAY) for i in range(10)]
-    _, feats = run([*history, w(T0 + 9 * DAY + 30)])
-    rapid = named(feats[-1])
-    assert feats[-1].gap_s == 30.0
-    assert rapid["rapid_succession"] > 3  # 30 s vs ~1 day
-    assert rapid["dormant_account"] == 0.0
-    _, feats = run([*history, w(T0 + 70 * DAY, 50_000.0, dest="new")])
-    dormant = named(feats[-1])
-    assert dormant["dormant_account"] > 1.5
-    assert dormant["daily_volume"] > 1
-    assert dormant["new_destination"] == 1.0
+def test_frequency_is_relative_to_the_accounts_own_rhythm() -> None:
+    history = daily(30)
+    _, feats = run([*history, withdrawal(T0 + 29 * DAY + 600, wid="x")])
+    rapid = feats[-1]
+    assert rapid.gap == 600.0
+    assert named(rapid)["rapid_succession"] == pytest.approx(math.log(rapid.usual_gap / 600.0))
+    assert rapid.usual_gap == pytest.approx(DAY, rel=0.01)
+    assert rapid.count_burst == 2  # within a quarter of a day
+    _, feats = run([*history, withdrawal(T0 + 70 * DAY, wid="x")])
+    assert named(feats[-1])["dormant_account"] == pytest.approx(math.log(41 * DAY / DAY), rel=0.02)
+
+
+def test_windows_are_half_open_and_include_the_current_withdrawal() -> None:
+    # The long window is 5 G = 5 days here: (t - 5 days, t].
+    events = [withdrawal(T0 + i * DAY, wid=f"w{i}") for i in range(6)]
+    _, feats = run(events)
+    assert [f.count_long for f in feats] == [1, 2, 3, 4, 5, 5]
+    _, feats = run([withdrawal(T0), withdrawal(T0 + 5 * DAY - 0.001, wid="b")])
+    assert feats[1].count_long == 2
 
 
 def test_late_event_sees_its_own_window_and_counts_for_later_ones() -> None:
-    state, _ = run([w(T0), w(T0 + 2 * H)])
-    state, late = run([w(T0 + 30 * 60, wid="late")], state)
-    # As of T0+30min: only the T0 event precedes it inside an hour; T0+2h is "future".
-    assert late[0].count_1h == 2
-    assert late[0].count_24h == 2
-    assert late[0].gap_s == 1800.0
-    assert state is not None
-    assert state["ts"] == sorted(state["ts"])
-    _, after = run([w(T0 + 2 * H + 60)], state)
-    assert after[0].count_24h == 4  # the late event is part of later windows
+    state, _ = run([withdrawal(T0), withdrawal(T0 + 2 * H, wid="b")])
+    state, late = run([withdrawal(T0 + 0.5 * H, wid="late")], state)
+    assert late[0].gap == 0.5 * H  # to the previous withdrawal in time
+    assert late[0].count_long == 2  # T0 and itself; T0 + 2 h is after it
+    assert state["t"] == sorted(state["t"])
+    _, after = run([withdrawal(T0 + 3 * H, wid="c")], state)
+    assert after[0].count_long == 4
 
 
-def test_destinations_new_distinct_and_structuring() -> None:
-    limit = STRUCTURING_LIMIT_USD
-    events = [
-        w(T0, 100, "a"),
-        w(T0 + 60, 100, "a"),
-        w(T0 + 120, 0.95 * limit, "b"),
-        w(T0 + 180, 0.99 * limit, "c"),
-        w(T0 + 240, limit, "c"),
+def test_new_destinations_are_weighed_by_the_accounts_habit() -> None:
+    loyal = [withdrawal(T0 + i * DAY, dest="home", wid=f"l{i}") for i in range(40)]
+    _, feats = run([*loyal, withdrawal(T0 + 40 * DAY, dest="fresh")])
+    surprise_loyal = named(feats[-1])["new_destination"]
+    roaming = [withdrawal(T0 + i * DAY, dest=f"d{i}", wid=f"r{i}") for i in range(40)]
+    _, feats = run([*roaming, withdrawal(T0 + 40 * DAY, dest="fresh")])
+    surprise_roaming = named(feats[-1])["new_destination"]
+    assert surprise_loyal > 2.0
+    assert surprise_roaming < 0.5
+    _, feats = run([*loyal, withdrawal(T0 + 40 * DAY, dest="home")])
+    assert named(feats[-1])["new_destination"] == 0.0
+
+
+def test_value_to_fresh_destinations_adds_up_within_the_usual_gap() -> None:
+    history = daily(30)
+    drain = [
+        withdrawal(T0 + 30 * DAY + i * 600, 300.0, dest=f"x{i}", wid=f"x{i}") for i in range(3)
     ]
-    _, feats = run(events)
-    assert [f.new_destination for f in feats] == [True, False, True, True, False]
-    assert feats[-1].near_limit_24h == 2  # the limit itself is not "just under"
+    _, feats = run([*history, *drain])
+    assert feats[-1].fresh_value == pytest.approx(900.0)
+    assert feats[-1].big_count == 3
+    assert named(feats[-1])["to_fresh_destinations"] > named(feats[-3])["to_fresh_destinations"]
+
+
+def test_state_is_bounded() -> None:
+    events = [withdrawal(T0 + i * 60, dest=f"d{i}", wid=f"w{i}") for i in range(MAX_RECENT + 200)]
+    state, _ = run(events)
+    assert len(state["t"]) == len(state["e"]) == len(state["b"]) == len(state["f"]) == MAX_RECENT
+    assert len(state["la"]) == len(state["ls"]) == MEDIAN_OF
+    assert len(state["k"]) == MAX_KNOWN
+    # The oldest destinations left first: the known ones are the most recent.
+    assert list(state["k"])[-1] == next(iter(run([events[-1]])[0]["k"]))
+    state, _ = run([withdrawal(T0 + 60 * DAY, wid="late")], state)
+    assert len(state["t"]) == 1  # history older than the long window is gone
+    assert state["n"] == MAX_RECENT + 201
+
+
+def test_known_destinations_are_an_lru_that_survives_json() -> None:
+    events = [withdrawal(T0 + i * H, dest=f"d{i}", wid=f"w{i}") for i in range(MAX_KNOWN)]
+    events.append(withdrawal(T0 + MAX_KNOWN * H, dest="d0", wid="again"))  # d0 used again
+    events.append(withdrawal(T0 + (MAX_KNOWN + 1) * H, dest="new", wid="new"))
+    state, feats = run(events)
+    assert not feats[-2].new_destination  # d0 was still known
+    # d0 moved to the recent end, so d1 (not d0) was forgotten for "new".
+    _, again = run([withdrawal(T0 + 100 * H, dest="d0", wid="z")], json.loads(json.dumps(state)))
+    assert not again[0].new_destination
+    _, gone = run([withdrawal(T0 + 100 * H, dest="d1", wid="z")], json.loads(json.dumps(state)))
+    assert gone[0].new_destination
 
 
 def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
-    state = None
-    feats = []
+    state: dict[str, Any] | None = None
+    out = []
     for i in range(5):
-        state, f = destination_step(
-            state, w(T0 + i * 60, account=f"acct{i % 3}"), new_for_account=i < 3
+        acc = AccountFeatures(*[0] * 12, True, *[0.0] * 11)._replace(new_destination=i < 3)
+        state, dst = destination_step(
+            state, withdrawal(T0 + i * H, account=f"a{i % 4}"), acc, PARAMS
         )
         state = json.loads(json.dumps(state))
-        feats.append(f)
-    assert [f.fan_in_24h for f in feats] == [1, 2, 3, 3, 3]
-    assert [f.fan_in_new_2h for f in feats] == [1, 2, 3, 3, 3]
-    state, later = destination_step(state, w(T0 + 3 * H, account="acct9"), new_for_account=False)
-    assert later.fan_in_24h == 4
-    assert later.fan_in_new_2h == 0  # first-time payers were more than 2 h ago
-    state, next_day = destination_step(
-        state, w(T0 + 2 * DAY, account="acct9"), new_for_account=False
+        out.append(dst)
+    assert [d.fan_in_count for d in out] == [1, 2, 3, 4, 4]
+    assert [d.fan_in_new_count for d in out] == [1, 2, 3, 3, 3]
+    assert named(_cold(), out[-1])["fan_in"] == pytest.approx(math.log(4))
+    assert named(_cold(), out[-1])["fan_in_new"] == pytest.approx(math.log(4))
+    # The fan-in window is one time unit G (a day here).
+    state, later = destination_step(
+        state, withdrawal(T0 + 4 * H + DAY, account="a9"), _cold(), PARAMS
     )
-    assert next_day.fan_in_24h == 1
+    assert later.fan_in_count == 1  # a0's payment (T0 + 4 h) is exactly G earlier: out
 
 
-def test_fan_in_state_is_bounded() -> None:
-    state = None
-    for i in range(MAX_FAN_IN_ACCOUNTS + 50):
-        state, feats = destination_step(state, w(T0 + i, account=f"x{i}"), new_for_account=True)
-    assert state is not None
-    assert len(state["a"]) == MAX_FAN_IN_ACCOUNTS
-    assert feats.fan_in_24h == MAX_FAN_IN_ACCOUNTS + 1  # saturates: retained + this one
+def _cold() -> AccountFeatures:
+    return run([withdrawal(T0)])[1][0]
 
 
-def test_in_memory_and_json_round_tripped_state_give_the_same_features() -> None:
-    # The worker's table serialises state to JSON between events; replay keeps it in memory.
-    events = [w(T0 + i * 37.0, 50.0 + i, dest=f"d{i % 4}") for i in range(60)]
+def test_fan_in_state_is_bounded_and_forgets_the_least_recent_payer() -> None:
     state: dict[str, Any] | None = None
-    in_memory = []
-    for e in events:
-        new_state, feats = account_step(state, e)
-        assert state is None or new_state is state  # updated in place
-        state = new_state
-        in_memory.append(feats)
-    _, round_tripped = run(events)
-    assert in_memory == round_tripped
+    for i in range(MAX_PAYERS + 10):
+        state, dst = destination_step(state, withdrawal(T0 + i, account=f"a{i}"), _cold(), PARAMS)
+    assert state is not None
+    assert len(state["a"]) == len(state["L"]) == MAX_PAYERS
+    assert dst.fan_in_count == MAX_PAYERS + 1  # counted before the eviction
+    # a10 (the oldest left) pays again: it moves to the recent end, a11 is the next to go.
+    state, _ = destination_step(state, withdrawal(T0 + 1000, account="a10"), _cold(), PARAMS)
+    state, _ = destination_step(state, withdrawal(T0 + 1001, account="new"), _cold(), PARAMS)
+    assert state["L"] == sorted(state["L"]) and len(state["a"]) == MAX_PAYERS
 
 
-def test_feature_vector_order_and_reason_details() -> None:
-    _, feats = run([w(T0 + i, 100.0) for i in range(12)])
-    dst = DestinationFeatures(fan_in_24h=17, fan_in_new_2h=9)
-    row = feature_vector(feats[-1], dst)
-    assert len(row) == len(FEATURE_NAMES)
-    assert all(x >= 0 and math.isfinite(x) for x in row)
-    assert named(feats[-1], dst)["velocity_10m"] == math.log2(12)
-    for name in FEATURE_NAMES:
-        reason = reason_detail(name, feats[-1], dst)
-        assert reason.code and reason.detail
-    assert (
-        reason_detail("velocity_10m", feats[-1], dst).detail
-        == "12 withdrawals in the last 10 minutes"
+def test_structuring_counts_withdrawals_just_under_the_assets_limit() -> None:
+    rule = Structuring({"USDT": 10_000.0}, band=0.9, count=3)
+    near = [
+        withdrawal(T0 + i * H, 9_500.0, amount=9_500.0, wid=f"n{i}", dest="s") for i in range(3)
+    ]
+    _, feats = run(near, structuring=rule)
+    assert [f.near_limit for f in feats] == [1, 2, 3]
+    # Off by default; other assets and amounts at or over the limit do not count.
+    _, feats = run(near)
+    assert [f.near_limit for f in feats] == [0, 0, 0]
+    other = [withdrawal(T0, 9_500.0, asset="BTC", wid="b"), withdrawal(T0 + 1, 10_000.0, wid="c")]
+    _, feats = run(other, structuring=rule)
+    assert [f.near_limit for f in feats] == [0, 0]
+
+
+def test_a_version_1_state_carries_its_history_over() -> None:
+    old = {
+        "v": 1,
+        "ts": [T0, T0 + DAY],
+        "usd": [50.0, 60.0],
+        "near": [],
+        "la": [math.log(50.0), math.log(60.0)],
+        "known": {"abcd": T0},
+        "n": 2,
+        "first": T0,
+        "last": T0 + DAY,
+        "seen": {"w-old": [T0, 1.0, 2.0]},
+        "cool": T0 + 9 * DAY,
+    }
+    state = upgrade_account_state(old, PARAMS)
+    assert state["v"] == 2 and state["n"] == 2 and state["t"] == [T0, T0 + DAY]
+    assert state["g"] == DAY and "seen" not in state and state["cool"] == T0 + 9 * DAY
+    assert state["k"] == {"abcd": T0}
+    _, feats = run([withdrawal(T0 + 2 * DAY)], state)
+    assert feats[0].n == 2 and feats[0].cooldown
+
+
+def test_labels_release_and_cooldown() -> None:
+    state, _ = run(daily(5))
+    legit = SimpleNamespace(
+        label="legit", reported_at=T0 + 5 * DAY, destination="fresh", withdrawal_id=None
     )
-    assert "17 distinct accounts" in reason_detail("fan_in", feats[-1], dst).detail
+    state = apply_account_label(state, legit, PARAMS, cooldown_s=DAY, release_s=DAY)
+    _, feats = run([withdrawal(T0 + 5 * DAY + 60, dest="fresh")], state)
+    assert not feats[0].new_destination  # the analyst taught the destination
+    fraud = SimpleNamespace(label="fraud", reported_at=T0 + 6 * DAY)
+    state = apply_account_label(state, fraud, PARAMS, cooldown_s=DAY, release_s=DAY)
+    _, feats = run([withdrawal(T0 + 6 * DAY + 60)], state)
+    assert feats[0].cooldown
 
 
-def test_account_features_json_round_trip() -> None:
-    _, feats = run([w(T0), w(T0 + 10)])
-    assert AccountFeatures.from_json(json.loads(json.dumps(feats[-1].to_json()))) == feats[-1]
+def test_every_feature_has_a_reason_with_its_numbers() -> None:
+    _, feats = run([*daily(10, 50.0), withdrawal(T0 + 9 * DAY + 30, 5000.0, dest="x")])
+    dst = DestinationFeatures(7, 5)
+    for family, names in FAMILIES.items():
+        for name in names:
+            reason = reason_detail(name, feats[-1], dst)
+            assert reason.code == name and reason.family == family and reason.detail
+    assert "5,000.00" in reason_detail("amount_vs_history", feats[-1], dst).detail
+    assert "7 distinct accounts" in reason_detail("fan_in", feats[-1], dst).detail
+    with pytest.raises(ValueError):
+        reason_detail("nope", feats[-1], dst)
+
+
+def test_account_features_json_round_trip_by_name() -> None:
+    _, feats = run(daily(3))
+    doc = json.loads(json.dumps(feats[-1].to_json()))
+    assert AccountFeatures.from_json(doc) == feats[-1]
+    assert AccountFeatures.from_json({**doc, "added_later": 1}) == feats[-1]

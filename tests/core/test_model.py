@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from kafka_io import DEFAULT_MODEL
+from samples import withdrawal
 
 from detector.errors import ModelError
 from detector.model import (
+    CALIBRATION_LEVELS,
     MANIFEST,
     SIGNATURE,
     Family,
@@ -22,6 +26,7 @@ from detector.model import (
     manifest_digest,
     sign_artifact,
 )
+from detector.pipeline import FeatureState
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
 
@@ -47,14 +52,18 @@ def test_the_shipped_model_verifies_and_scores(artifact: Path) -> None:
     rows = np.zeros((3, len(model.feature_names)))
     scores = model.score(rows)
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
-    assert model.excess_contributions(rows).shape == rows.shape
+    assert [f.name for f in model.families] == ["amount", "frequency", "destination"]
+    for family in model.families:
+        assert model.excess_contributions(family, rows).shape == (3, len(family.columns))
+    assert model.params.unit_s > 0 and model.training["fit_from"]
 
 
 @pytest.mark.parametrize(
     "change",
     [
         {"policy": {"delay_threshold": 1.0, "refuse_threshold": 1.0}},  # never hold anything
-        {"ordinary": [0.0] * 12},
+        {"alpha": 0.0},
+        {"params": {}},
         {"training": {"source": "elsewhere"}},
         {"version": "iforest-0000000000"},
     ],
@@ -162,20 +171,83 @@ def test_short_hmac_secrets_are_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------- combining
 
 
+def _family(base: Family, name: str, calibration: np.ndarray, weight: float = 1.0) -> Family:
+    return dataclasses.replace(
+        base, name=name, calibration=tuple(float(x) for x in calibration), weight=weight
+    )
+
+
+def test_evidence_is_empirical_to_the_98th_percentile_then_an_exponential_tail(
+    artifact: Path,
+) -> None:
+    base = Model.load(artifact).families[0]
+    family = _family(base, "f", np.linspace(0.3, 0.7, CALIBRATION_LEVELS.size))
+    family = dataclasses.replace(family, slope=10.0)
+    q98 = 0.3 + 0.4 * 0.98
+    got = family.evidence(np.array([0.2, 0.3, 0.5, q98, q98 + 0.1]))
+    np.testing.assert_allclose(
+        got, [0.0, 0.0, -math.log(0.5), -math.log(0.02), -math.log(0.02) + 1.0], atol=1e-9
+    )
+    np.testing.assert_allclose(
+        family.percentile(np.array([0.2, 0.5, 0.9])), [0.0, 0.5, 1.0], atol=1e-9
+    )
+
+
+def test_one_strong_family_is_enough_and_a_second_adds_a_little(artifact: Path) -> None:
+    model = Model.load(artifact)
+    evidence = np.array([[6.0, 0.0, 0.0], [6.0, 6.0, 0.0], [2.0, 2.0, 2.0], [0.0, 0.0, 6.0]])
+    stat = model.statistic(evidence)
+    a = model.alpha
+    np.testing.assert_allclose(stat, [6.0, 6 + 6 * a, 2 + 2 * a + 2 * a * a, 6.0])
+    assert stat[0] == stat[3] > stat[2]  # one strong family beats three weak ones
+
+
+def test_the_delay_threshold_sits_near_one_half(artifact: Path) -> None:
+    model = Model.load(artifact)
+    assert 0.45 < model.policy.delay_threshold < 0.55 < model.policy.refuse_threshold < 1
+
+
 def test_max_percentile_takes_the_strongest_family(artifact: Path) -> None:
     base = Model.load(artifact)
-    (family,) = base.families
-    width = len(base.feature_names)
-    calibration = tuple(np.linspace(0.3, 0.7, 11))
-    twin = Family("twin", family.columns, family.forest, calibration)
-    first = Family("first", family.columns, family.forest, calibration)
-    model = Model(base.version, (first, twin), base.policy, base.ordinary, combine="max_percentile")
-    rows = np.zeros((4, width))
-    per_family = model.family_scores(rows)
-    assert per_family.shape == (4, 2)
-    np.testing.assert_allclose(model.score(rows), per_family.max(axis=1))
-    np.testing.assert_allclose(
-        first.percentile(np.array([0.2, 0.3, 0.5, 0.7, 0.9])), [0.0, 0.0, 0.5, 1.0, 1.0]
-    )
+    model = dataclasses.replace(base, combine="max_percentile")
+    rows = np.zeros((4, len(base.feature_names)))
+    rows[1, base.families[1].columns[0]] = 50.0  # frequency far out
+    scores, evidence = model.score_with_evidence(rows)
+    pct = np.column_stack([f.percentile(f.score(rows)) for f in base.families])
+    np.testing.assert_allclose(scores, pct.max(axis=1))
+    assert evidence.shape == (4, 3) and np.argmax(evidence[1]) == 1
+
+
+def test_a_family_needs_a_full_ascending_calibration(artifact: Path) -> None:
+    base = Model.load(artifact)
+    bad = _family(base.families[0], "amount", np.linspace(0.7, 0.3, CALIBRATION_LEVELS.size))
     with pytest.raises(ModelError, match="calibration"):
-        Model(base.version, (family, twin), base.policy, base.ordinary, combine="max_percentile")
+        dataclasses.replace(base, families=(bad, *base.families[1:]))
+    short = _family(base.families[0], "amount", np.linspace(0.3, 0.7, 11))
+    with pytest.raises(ModelError, match="calibration"):
+        dataclasses.replace(base, families=(short, *base.families[1:]))
+
+
+def test_reasons_name_the_driving_family_and_its_elevated_inputs(artifact: Path) -> None:
+    model = Model.load(artifact)
+    state = FeatureState(model.params)
+    typical = math.exp(model.params.acct_log_median)
+    t0, gap = 1_790_000_000.0, model.params.acct_gap_s
+    for i in range(30):
+        for account in ("victim", "other"):
+            value = typical * (1 + 0.1 * (i % 3))
+            state.step(withdrawal(t0 + i * gap, value, account=account, wid=f"{account}{i}"))
+    drain = state.step(
+        withdrawal(t0 + 30 * gap, typical * 200, account="victim", dest="thief", wid="drain")
+    )
+    usual = state.step(withdrawal(t0 + 30 * gap, typical, account="other", wid="usual"))
+    rows = np.array([drain.row, usual.row])
+    scores, evidence = model.score_with_evidence(rows)
+    assert scores[0] >= model.policy.delay_threshold > scores[1]
+    drivers = model.explain(rows, evidence)
+    names = [(family, model.feature_names[column]) for family, column in drivers[0]]
+    assert names[0] in {
+        ("amount", "amount_vs_history"),
+        ("destination", "amount_to_new_destination"),
+    }
+    assert all(len(d) <= 3 for d in drivers)

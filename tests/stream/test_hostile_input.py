@@ -88,10 +88,10 @@ def test_a_bug_on_one_record_costs_that_record_only(
 
     real = pipeline.account_step
 
-    def buggy(state: Any, event: Any) -> Any:
+    def buggy(state: Any, event: Any, *args: Any) -> Any:
         if event.destination == "boom":
             raise ZeroDivisionError("a bug")
-        return real(state, event)
+        return real(state, event, *args)
 
     monkeypatch.setattr(pipeline, "account_step", buggy)
 

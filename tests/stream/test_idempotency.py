@@ -32,7 +32,7 @@ def test_a_repeated_withdrawal_does_not_move_the_account_history_twice(tmp_path:
     async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
         await _accounts(detector, WITHDRAWAL, later, WITHDRAWAL)  # w-1 comes back
         state = detector.accounts.get("acct-1", 0)
-        assert state["n"] == 2 and state["usd"] == [30000.0, 30000.0]
+        assert state["n"] == 2 and len(state["la"]) == 2
         items = [
             item
             for call in sent["by_destination"].calls

@@ -176,6 +176,7 @@ def run_world(
     trained = train(
         train_path,
         work_dir / "models" / spec.name,
+        fit_from=config.warmup_end.timestamp(),  # state over all of it, fit after warm-up
         delay_rate=setup.delay_rate,
         refuse_rate=setup.refuse_rate,
         seed=MODEL_SEED,

@@ -250,6 +250,12 @@ class SimConfig:
         return self.days - self.test_days
 
     @property
+    def warmup_end(self) -> datetime:
+        """End of the warm-up (no attacks before it): accounts have a history by then, so
+        training fits on the withdrawals after it (``train(fit_from=...)``)."""
+        return self.start + timedelta(days=self.warmup_fraction * self.history_days)
+
+    @property
     def test_start(self) -> datetime:
         """First instant of the test period (the end of the period without one)."""
         return self.start + timedelta(days=self.history_days)
