@@ -43,6 +43,12 @@ def isolated_settings(
     run = uuid.uuid4().hex[:10]
     # Broker tests replay simulated history (event times in the past): no age limit.
     overrides.setdefault("max_event_age_s", 0.0)
+    # Every topic the worker creates (and deletes after the test) is this run's own: the
+    # defaults ("labels", "decisions-shadow", ...) would be shared by every test on the
+    # broker, created with this test's partition count and deleted under the others.
+    overrides.setdefault("topic_labels", f"t-{run}-labels")
+    overrides.setdefault("topic_decisions_shadow", f"t-{run}-decisions-shadow")
+    overrides.setdefault("topic_review_decisions", f"t-{run}-review-decisions")
     return replace(
         Settings(),
         bootstrap_servers=bootstrap_servers,
