@@ -602,7 +602,9 @@ def destination_step(
         if first:
             del news[bisect.bisect_left(news, first)]
     report = st.get("rep")
-    if report is not None and report[3] <= t < report[0]:
+    # Every withdrawal decided after the report, until it expires: also one requested just
+    # before it but decided after (in a backlog), as a held payment to a known scam must be.
+    if report is not None and t < report[0]:
         return st, DestinationFeatures(fan_in, fan_in_new, True, f"{report[2]} {report[1]}")
     return st, DestinationFeatures(fan_in, fan_in_new)
 

@@ -138,11 +138,23 @@ def label_key(label: Label) -> bytes:
     return key.encode()
 
 
-def parse_label(raw: bytes, *, key: bytes | None = None) -> Label:
-    """Decode and validate one record of the labels topic; anything else is InvalidEvent."""
+def parse_label(
+    raw: bytes, *, key: bytes | None = None, now: float | None = None, max_ahead_s: float = 0.0
+) -> Label:
+    """Decode and validate one record of the labels topic; anything else is InvalidEvent.
+
+    With ``now`` and ``max_ahead_s`` > 0, a ``reported_at`` more than ``max_ahead_s`` after
+    ``now`` is refused (``future_timestamp``), as for withdrawals: a report dated in the
+    future would otherwise stretch its effect past the feedback windows it is given."""
     if len(raw) > MAX_LABEL_BYTES:
         raise InvalidEvent("too_large", f"label is {len(raw)} bytes, limit is {MAX_LABEL_BYTES}")
     label = validate_label(decode_json(raw))
+    if now is not None and max_ahead_s > 0 and label.reported_at - now > max_ahead_s:
+        raise InvalidEvent(
+            "future_timestamp",
+            f"reported_at {label.reported_at_text} is {label.reported_at - now:.0f} s after "
+            f"the worker's clock; the limit is {max_ahead_s:.0f} s",
+        )
     if key is not None:
         subjects = {getattr(label, name) for name in _SUBJECTS} - {None}
         try:

@@ -276,7 +276,12 @@ def create_app(
         """Stage 1 for a label: its account part now; the label (to forward to its
         destination's partition), a dead letter, or a copy re-keyed to its account."""
         try:
-            label = parse_label(event.value or b"", key=event.key)
+            label = parse_label(
+                event.value or b"",
+                key=event.key,
+                now=clock(),
+                max_ahead_s=settings.max_event_ahead_s,
+            )
         except InvalidEvent as exc:
             return dead_letter(event, exc)
         if label.account_id is not None:
@@ -517,7 +522,9 @@ def create_app(
             for partition, key, value in store.changelog()
         ]
 
-    sources = frozenset({settings.topic_withdrawals, settings.topic_by_destination})
+    sources = frozenset(
+        {settings.topic_withdrawals, settings.topic_labels, settings.topic_by_destination}
+    )
     committed_seen: dict[Any, int] = {}
 
     @app.timer(interval=_GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]

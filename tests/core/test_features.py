@@ -24,6 +24,7 @@ from detector.features import (
     Structuring,
     account_step,
     apply_account_label,
+    apply_destination_label,
     destination_step,
     feature_vector,
     learn_params,
@@ -286,6 +287,20 @@ def test_labels_release_and_cooldown() -> None:
     state = apply_account_label(state, fraud, PARAMS, cooldown_s=DAY, release_s=DAY)
     _, feats = run([withdrawal(T0 + 6 * DAY + 60)], state)
     assert feats[0].cooldown
+
+
+def test_a_destination_report_covers_every_withdrawal_decided_after_it() -> None:
+    fraud = SimpleNamespace(
+        label="fraud", reported_at=T0 + DAY, label_id="r-1", source="analyst", account_id=None
+    )
+    state = apply_destination_label(None, fraud, report_s=7 * DAY)
+    # Requested a minute before the report, decided after it (a backlog): covered.
+    _, early = destination_step(state, withdrawal(T0 + DAY - 60), _cold(), PARAMS)
+    assert early.reported and early.reported_by == "analyst r-1"
+    _, within = destination_step(state, withdrawal(T0 + 7 * DAY), _cold(), PARAMS)
+    assert within.reported
+    _, expired = destination_step(state, withdrawal(T0 + 8 * DAY + 1), _cold(), PARAMS)
+    assert not expired.reported
 
 
 def test_every_feature_has_a_reason_with_its_numbers() -> None:

@@ -49,6 +49,18 @@ def rejects(data: bytes, code: str, fragment: str, *, key: bytes | None = None) 
     assert fragment in info.value.reason, info.value.reason
 
 
+def test_a_label_dated_too_far_ahead_of_the_clock_is_refused() -> None:
+    from detector.events import parse_rfc3339
+
+    now = parse_rfc3339("2026-11-24T10:00:00Z")
+    data = raw(valid(reported_at="2026-11-24T10:05:00Z"))  # 300 s ahead
+    with pytest.raises(InvalidEvent) as info:
+        parse_label(data, now=now, max_ahead_s=60)
+    assert info.value.code == "future_timestamp" and "300 s after" in info.value.reason
+    assert parse_label(data, now=now, max_ahead_s=600).label_id == "review:0001"
+    assert parse_label(data, now=now, max_ahead_s=0).label_id == "review:0001"  # check off
+
+
 def test_a_valid_label_round_trips_every_field() -> None:
     label = parse_label(raw(valid()), key=b"acct-1")
     assert label == Label(
