@@ -30,7 +30,7 @@ from detector.stream.compat import default_partition, import_kafka
 from detector.stream.state import encode
 from detector.stream.topics import admin_client, ensure_topics
 
-__all__ = ["BackfillResult", "backfill", "build_state"]
+__all__ = ["BackfillResult", "backfill", "build_state", "write_state"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def backfill(
     security = settings.kafka_python_config()
     ensure_topics(settings.bootstrap_servers, topic_specs(settings), security=security)
     started = time.perf_counter()
-    _write(settings, state)
+    write_state(settings, state)
     write_s = time.perf_counter() - started
     result = BackfillResult(
         len(events), len(state.accounts), len(state.destinations), build_s, write_s, read_s
@@ -86,7 +86,8 @@ def backfill(
     return result
 
 
-def _write(settings: Settings, state: FeatureState) -> None:
+def write_state(settings: Settings, state: FeatureState) -> None:
+    """Produce ``state`` into the worker's changelog topics (acknowledged by Kafka)."""
     import_kafka()
     from kafka import KafkaProducer
 

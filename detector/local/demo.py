@@ -23,8 +23,11 @@ import numpy as np
 
 from detector.config import Settings, bootstrap_configured
 from detector.errors import DetectorError
+from detector.events import Withdrawal, validate_withdrawal
 from detector.local import broker, traffic
+from detector.local.backfill import build_state, write_state
 from detector.local.process import worker_process
+from detector.model import Model
 from detector.offline import simulate
 from detector.offline.quality import NORMAL_LABEL, Tally
 from detector.stream.app import topic_specs
@@ -101,6 +104,9 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         topic_withdrawals=f"demo-{run_id}-withdrawals",
         topic_decisions=f"demo-{run_id}-decisions",
         topic_dlq=f"demo-{run_id}-withdrawals-dlq",
+        topic_labels=f"demo-{run_id}-labels",
+        topic_decisions_shadow=f"demo-{run_id}-decisions-shadow",
+        topic_review_decisions=f"demo-{run_id}-review-decisions",
         web_port=_free_port(settings.web_host, settings.web_port),
         # The demo plays simulated days of history in seconds: no event-time bounds.
         max_event_age_s=0.0,
@@ -130,6 +136,18 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
             undo.callback(
                 _delete_quietly, demo.bootstrap_servers, [s.name for s in specs], security
             )
+            # Attacks come after the simulation's warm-up: its withdrawals become the
+            # worker's state before it starts (as `detector backfill` does), the rest is
+            # streamed, so the worker decides warm, as in production.
+            config = _demo_world(duration, rate, accounts, int(run_id, 16) % 10_000)
+            warm, events = _split_warm_up(config)
+            began = time.monotonic()
+            state = build_state(warm, demo, Model.load(demo.model_dir).params)
+            write_state(demo, state)
+            _say(
+                f"      warm start: {len(warm)} withdrawals of the warm-up -> state of "
+                f"{len(state.accounts)} accounts in {time.monotonic() - began:.1f} s"
+            )
             log_path = demo.data_dir / f"{demo.app_id}.log"
             _say(
                 f"[4/5] starting worker (log: {log_path}, metrics: "
@@ -141,17 +159,6 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
             tally = _Tally()
             consumer = threading.Thread(target=_consume, args=(demo, tally, stop), daemon=True)
             consumer.start()
-            # Size the simulated period so that it streams in about `duration` seconds;
-            # attacks come after the warm-up, so the whole period is streamed.
-            days = max(_MIN_DAYS, duration * rate / (accounts * _EVENTS_PER_ACCOUNT_DAY))
-            events = simulate.generate(
-                simulate.SimConfig(
-                    accounts=accounts,
-                    days=days,
-                    seed=int(run_id, 16) % 10_000,
-                    attacks_per_scenario=_ATTACKS_PER_SCENARIO,
-                )
-            )
             _say(
                 f"[5/5] streaming {len(events)} withdrawals at {rate:.0f}/s "
                 f"(+{_INVALID_RECORDS} malformed records); Ctrl-C stops"
@@ -172,6 +179,28 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         except KeyboardInterrupt:
             _say("\ninterrupted: cleaning up")
             return 130
+
+
+def _demo_world(duration: float, rate: float, accounts: int, seed: int) -> simulate.SimConfig:
+    """The simulated world whose period after the warm-up streams in about ``duration``."""
+    live_share = 1.0 - simulate.SimConfig.warmup_fraction
+    days = max(_MIN_DAYS, duration * rate / (accounts * _EVENTS_PER_ACCOUNT_DAY * live_share))
+    return simulate.SimConfig(
+        accounts=accounts, days=days, seed=seed, attacks_per_scenario=_ATTACKS_PER_SCENARIO
+    )
+
+
+def _split_warm_up(config: simulate.SimConfig) -> tuple[list[Withdrawal], list[dict[str, Any]]]:
+    """The world's withdrawals before the end of its warm-up (validated), and the rest."""
+    events = simulate.generate(config)
+    end = config.warmup_end.timestamp()
+    warm: list[Withdrawal] = []
+    for i, doc in enumerate(events):
+        event = validate_withdrawal(doc)
+        if event.requested_at >= end:
+            return warm, events[i:]
+        warm.append(event)
+    return warm, []
 
 
 def _silence_kafka_clients() -> None:
