@@ -29,6 +29,9 @@ internal                                why
                                       call then builds a record): no spinner, our config
 ``KafkaAdminClient.__init__`` parts     kafka-python leaks sockets and its I/O thread when
                                         bootstrap fails inside ``__init__``
+``KafkaSSLTransport.handshake``         a failed TLS handshake (untrusted CA, reset) leaks
+                                        the wrapped ``SSLSocket``: every retry one more
+                                        (:func:`import_kafka` closes it on failure)
 ======================================  ===================================================
 """
 
@@ -437,19 +440,52 @@ def default_partition(key: bytes, partitions: int) -> int:
 
 
 def import_kafka() -> None:
-    """Import kafka-python once, hiding its import-time DeprecationWarnings.
+    """Import kafka-python once, hiding its import-time DeprecationWarnings, and make a
+    failed TLS handshake close its socket (:func:`_close_socket_on_failed_tls_handshake`).
 
     Every kafka-python use in the detector goes through here first; tests that import
     ``kafka`` themselves call it before doing so (pytest turns warnings into errors).
     """
-    if "kafka.admin" in sys.modules and "kafka.errors" in sys.modules:
+    if "kafka.admin" not in sys.modules or "kafka.errors" not in sys.modules:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=_KAFKA_IMPORT_WARNINGS, category=DeprecationWarning
+            )
+            import kafka.admin
+            import kafka.errors  # noqa: F401
+    _close_socket_on_failed_tls_handshake()
+
+
+def _close_socket_on_failed_tls_handshake() -> None:
+    """Make ``KafkaSSLTransport.handshake`` close the transport when it fails (idempotent).
+
+    kafka-python 3.0 (``KafkaConnectionManager._build_transport``) wraps the TCP socket in a
+    ``KafkaSSLTransport``, awaits its handshake and, when that raises (untrusted CA, wrong
+    host name, a reset mid-handshake), re-raises as ``KafkaConnectionError`` without closing
+    the transport: ``_connect`` never received it, so its cleanup does not either. The
+    ``SSLSocket`` stays open until the garbage collector finds it (the exception's traceback
+    holds it in a cycle): one leaked socket per connection attempt, each a ResourceWarning
+    from whatever code happens to run the GC later (seen: 5 from one ``ensure_topics``
+    against a broker whose CA we do not trust, reported in an unrelated test). A transport
+    whose handshake failed is never used again, so closing it here is always right, and
+    harmless if a future kafka-python closes it too (``close`` is idempotent).
+    """
+    from kafka.net.transport import KafkaSSLTransport
+
+    handshake = KafkaSSLTransport.handshake
+    if getattr(handshake, "_closes_on_failure", False):
         return
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=_KAFKA_IMPORT_WARNINGS, category=DeprecationWarning
-        )
-        import kafka.admin
-        import kafka.errors  # noqa: F401
+
+    @functools.wraps(handshake)
+    async def closing_handshake(self: Any) -> None:
+        try:
+            await handshake(self)
+        except BaseException:  # also GeneratorExit: the connect task closed mid-handshake
+            self.close()
+            raise
+
+    setattr(closing_handshake, "_closes_on_failure", True)  # noqa: B010
+    KafkaSSLTransport.handshake = closing_handshake
 
 
 def new_admin_client(configs: dict[str, Any]) -> Any:

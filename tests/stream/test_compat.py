@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -94,6 +97,33 @@ def test_the_admin_client_still_builds_the_parts_we_release_on_failure() -> None
     source = inspect.getsource(KafkaAdminClient.__init__)
     for attribute in ("self._metrics", "self._client", "self._net"):
         assert attribute in source, attribute
+
+
+def test_a_failed_tls_handshake_closes_its_socket() -> None:
+    """kafka-python's connection manager drops a transport whose TLS handshake failed without
+    closing it (one unclosed SSLSocket per attempt against a broker whose CA we do not
+    trust); after import_kafka the transport closes itself."""
+    compat.import_kafka()
+    from kafka.net.manager import KafkaConnectionManager
+    from kafka.net.transport import KafkaSSLTransport
+
+    build = inspect.getsource(KafkaConnectionManager._build_transport)
+    assert "KafkaSSLTransport(" in build and "await transport.handshake()" in build
+    net = SimpleNamespace(unregister_event=lambda *_: None, cancel=lambda _: None)
+    ours, broker = socket.socketpair()
+    broker.sendall(b"this is not TLS\n")
+    broker.close()  # the handshake fails: reset, broken pipe or a bad record
+    ours.setblocking(False)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    transport = KafkaSSLTransport(net, ours, host="localhost", ssl_context=context)
+    wrapped = transport._sock
+    try:
+        with pytest.raises(OSError):
+            transport.handshake().send(None)
+        assert wrapped.fileno() == -1, "the SSLSocket of a failed handshake is still open"
+        assert transport.is_closing()
+    finally:
+        wrapped.close()
 
 
 # --- commit bookkeeping (SafeCommitConsumer): the lost-withdrawal bug -------------------
