@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from detector.config import Settings
+
+# No per-example deadline: a shared 2-core CI machine runs examples 2-5x slower at times, and
+# speed belongs in bench/, not in tests (Hypothesis' default is 200 ms per example).
+hypothesis_settings.register_profile("detector", deadline=None)
+hypothesis_settings.load_profile("detector")
 
 _BROKER_WAIT_S = 30.0  # how long the session waits for the broker before failing broker tests
 _TOPIC_TIMEOUT_S = 30.0  # topic creation / deletion budget per call
