@@ -204,6 +204,17 @@ class Stages:
     def step(self, event: Withdrawal) -> Pending:
         return self.destination(event, self.account(event))
 
+    def warm(self, event: Withdrawal) -> None:
+        """Apply ``event`` to the state only, as history (``detector backfill``): the same
+        account and destination updates as :meth:`step`, without a model row or a dedupe
+        entry (history was decided elsewhere, if at all: the caller skips repeats)."""
+        state = self.accounts.get(event.account_id)
+        state, acc = account_step(state, event, self.params, self.structuring)
+        self.accounts[event.account_id] = state
+        self.destinations[event.destination] = destination_step(
+            self.destinations.get(event.destination), event, acc, self.params
+        )[0]
+
     # Labels (detector.labels.Label): the account's part on its stage, the destination's on
     # its own; `label` does both (offline).
 

@@ -51,8 +51,11 @@ def build_state(
     state = FeatureState(
         params, structuring=settings.structuring(), dedupe_window_s=settings.dedupe_window_s
     )
+    applied: set[str] = set()  # a withdrawal_id repeated in the history counts once
     for event in events:
-        state.step(event)
+        if event.withdrawal_id not in applied:
+            applied.add(event.withdrawal_id)
+            state.warm(event)
     return state
 
 
