@@ -13,6 +13,7 @@ from typing import Any
 
 from detector.config import Settings
 from detector.errors import ConfigError, DetectorError
+from detector.model import COMBINE_METHODS
 from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
 from detector.policy import DEFAULT_DELAY_RATE, DEFAULT_REFUSE_RATE
 
@@ -328,6 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sparkov=sparkov,
         delay_rate=args.delay_rate,
         refuse_rate=args.refuse_rate,
+        combine=args.combine,
     )
     return 0
 
@@ -478,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sparkov", action="store_true", help="skip the external benchmark")
     p.add_argument("--delay-rate", type=float, default=DEFAULT_DELAY_RATE)
     p.add_argument("--refuse-rate", type=float, default=DEFAULT_REFUSE_RATE)
+    p.add_argument(
+        "--combine",
+        choices=COMBINE_METHODS,
+        default="evidence",
+        help="how the families' scores combine (an alternative to measure against the default)",
+    )
     p.add_argument("--from-json", help="only rewrite the markdown from this JSON of an earlier run")
     p.set_defaults(func=cmd_evaluate)
 

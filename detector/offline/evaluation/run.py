@@ -69,6 +69,7 @@ def run_evaluation(
     sparkov: Path | None = None,
     delay_rate: float = DEFAULT_DELAY_RATE,
     refuse_rate: float = DEFAULT_REFUSE_RATE,
+    combine: str = "evidence",
     progress: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
     """Run every world, write ``out`` (markdown), its PNGs and ``<out>.json``; return the
@@ -99,6 +100,7 @@ def run_evaluation(
         test_attacks=test_attacks_per_scenario,
         delay_rate=delay_rate,
         refuse_rate=refuse_rate,
+        combine=combine,
     )
     work_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,12 @@ def run_evaluation(
         progress(f"[sparkov] skipped: {spk['skipped']}")
     else:
         spk, spk_arrays = run_sparkov(
-            sparkov, work_dir, delay_rate=delay_rate, refuse_rate=refuse_rate, progress=progress
+            sparkov,
+            work_dir,
+            delay_rate=delay_rate,
+            refuse_rate=refuse_rate,
+            progress=progress,
+            combine=combine,
         )
 
     stem = out.stem
@@ -133,6 +140,7 @@ def run_evaluation(
             "test_attacks_per_scenario": test_attacks_per_scenario,
             "delay_rate": delay_rate,
             "refuse_rate": refuse_rate,
+            "combine": combine,
             "budget": BUDGET,
             "model_seed": MODEL_SEED,
             "baseline_forest": {"n_estimators": N_ESTIMATORS, "max_samples": MAX_SAMPLES},
@@ -180,6 +188,8 @@ def _command(
     ]
     if setup.delay_rate != DEFAULT_DELAY_RATE or setup.refuse_rate != DEFAULT_REFUSE_RATE:
         parts.append(f"--delay-rate {setup.delay_rate:g} --refuse-rate {setup.refuse_rate:g}")
+    if setup.combine != "evidence":
+        parts.append(f"--combine {setup.combine}")
     if worlds != [w.name for w in WORLDS]:
         parts.append(f"--worlds {','.join(worlds)}")
     parts.append("--no-sparkov" if sparkov is None else f"--sparkov {sparkov}")

@@ -80,6 +80,7 @@ class WorldSetup:
     test_attacks: int  # per scenario, in the test period
     delay_rate: float
     refuse_rate: float
+    combine: str = "evidence"  # how the families' scores combine (model.COMBINE_METHODS)
 
 
 def _sim_config(setup: WorldSetup, spec: WorldSpec) -> simulate.SimConfig:
@@ -177,6 +178,7 @@ def run_world(
         train_path,
         work_dir / "models" / spec.name,
         fit_from=config.warmup_end.timestamp(),  # state over all of it, fit after warm-up
+        combine=setup.combine,
         delay_rate=setup.delay_rate,
         refuse_rate=setup.refuse_rate,
         seed=MODEL_SEED,

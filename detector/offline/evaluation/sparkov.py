@@ -109,6 +109,7 @@ def run_sparkov(
     delay_rate: float,
     refuse_rate: float,
     progress: Callable[[str], None],
+    combine: str = "evidence",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Figures of the benchmark (JSON-able) and the arrays its figure is drawn from."""
     timings: dict[str, float] = {}
@@ -125,6 +126,7 @@ def run_sparkov(
     trained = train(
         train_path,
         folder / "model",
+        combine=combine,
         delay_rate=delay_rate,
         refuse_rate=refuse_rate,
         seed=MODEL_SEED,
