@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -168,8 +169,15 @@ class QueueFeed:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         loop = asyncio.get_running_loop()
+        security = self.settings.kafka_python_config()
         counts = await loop.run_in_executor(
-            None, partition_counts, self.settings.bootstrap_servers, list(self.topics)
+            None,
+            functools.partial(
+                partition_counts,
+                self.settings.bootstrap_servers,
+                list(self.topics),
+                security=security,
+            ),
         )
         missing = [t for t in self.topics if t not in counts]
         if missing:
@@ -183,6 +191,7 @@ class QueueFeed:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **security,  # TLS / SASL: the same settings as every client (DETECTOR_KAFKA_*)
         )
         await consumer.start()
         try:
@@ -249,6 +258,7 @@ class KafkaPublisher:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=int(_SEND_TIMEOUT_S * 1000),
+            **self.settings.kafka_python_config(),
         )
         await self._producer.start()
 
@@ -329,7 +339,13 @@ async def serve(
     users = load_users(settings)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(
-        None, ensure_topics, settings.bootstrap_servers, review_topic_specs(settings)
+        None,
+        functools.partial(
+            ensure_topics,
+            settings.bootstrap_servers,
+            review_topic_specs(settings),
+            security=settings.kafka_python_config(),
+        ),
     )
     stop = asyncio.Event() if stop is None else stop
     queue = ReviewQueue(lookback_s=settings.review_lookback_s)

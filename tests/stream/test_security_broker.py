@@ -313,3 +313,28 @@ def test_bad_credentials_or_an_untrusted_broker_are_refused_clearly(
             security=settings.kafka_python_config(),
         )
     assert "cannot fetch metadata" in str(info.value)
+
+
+def test_the_review_queue_reads_and_writes_over_sasl_ssl(
+    secured_broker: dict[str, Any], tmp_path: Path, start_worker: Callable[[Settings], Any]
+) -> None:
+    from kafka_io import get_or_none, running_review
+
+    from detector.review.auth import hash_password
+
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('a long enough passphrase')}\n")
+    settings = _settings(
+        secured_broker,
+        tmp_path,
+        review_port=free_port(),
+        review_users_file=str(users),
+        review_lookback_s=3600.0,
+    )
+    start_worker(settings)  # its topics, over SASL_SSL
+    # Ready = it assigned itself every partition of decisions, withdrawals and
+    # review-decisions over SASL_SSL and read each to its end; its producer started too.
+    with running_review(settings, tmp_path / "review.log"):
+        url = f"http://{settings.review_host}:{settings.review_port}"
+        assert get_or_none(f"{url}/readyz") == 200
+        assert get_or_none(f"{url}/metrics") == 200
