@@ -4,7 +4,7 @@
                           [--schedule kill,kill] [--victim last|alternate]
                           [--restart-after 5] [--settle 40] [--warmup 15]
                           [--set session_timeout_s=10 ...] [--static] [--own-broker]
-                          [--worker-src DIR] [--trace] [--keep] [--ci]
+                          [--worker-src DIR] [--trace] [--keep] [--dump] [--ci]
 
 What it does, in order:
 
@@ -47,7 +47,11 @@ What it does, in order:
 ``group_instance_id``; ``--worker-src DIR`` runs the workers from another source tree (an
 export of another commit: before/after in one session); ``--trace`` makes the workers log
 acks, commits, holes, seeks and rebalances (``bench/chaos_trace``); ``--keep`` keeps the
-topics for inspection. ``--ci`` is a small run for a broker test (~2-3 min):
+topics for inspection; ``--dump`` writes what the audit read (withdrawals, forwards with
+their account features, verdicts, labels, kill times) to ``<run dir>/dump/*.jsonl``, to
+diff a replay mismatch stage by stage. Every topic is the run's own (``chaos-<run>-*``,
+labels and shadow verdicts included) and only those are deleted at the end. ``--ci`` is a
+small run for a broker test (~2-3 min):
 2,000 withdrawals, two workers, one kill; exit status 1 when a withdrawal is lost, a
 duplicate contradicts (with ``--max-contradictions``), or failover exceeds
 ``--max-failover``. The summary is printed and written to ``<run dir>/result.json``.
@@ -554,6 +558,8 @@ def audit(chaos: Chaos, events: list[dict[str, Any]]) -> dict[str, Any]:
     decisions = read_topic(boot, settings.topic_decisions)
     dlq = read_topic(boot, settings.topic_dlq)
     committed = committed_offsets(settings.bootstrap_servers, settings.app_id)
+    if chaos.args.dump:
+        _dump(chaos, events, inputs, forwards, decisions)
     ends = {
         topic: end_offsets(boot, topic)
         for topic in (settings.topic_withdrawals, settings.topic_by_destination)
@@ -679,6 +685,31 @@ def audit(chaos: Chaos, events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _dump(
+    chaos: Chaos, events: list[dict[str, Any]], inputs: list[Any], *topics: list[Any]
+) -> None:
+    """``--dump``: the run's raw material for offline analysis (``dump/*.jsonl``)."""
+    out = chaos.run_dir / "dump"
+    out.mkdir(exist_ok=True)
+    with (out / "events.jsonl").open("w") as f:
+        for event in events:
+            f.write(json.dumps(event, default=str) + "\n")
+    labels = read_topic(chaos.settings.bootstrap_list, chaos.settings.topic_labels)
+    names = ("inputs", "forwards", "decisions", "labels")
+    for name, records in zip(names, (inputs, *topics, labels), strict=True):
+        with (out / f"{name}.jsonl").open("w") as f:
+            for r in records:
+                row = {"p": r.partition, "o": r.offset, "ts": r.timestamp}
+                row["v"] = r.value.decode() if name != "inputs" else None
+                row["k"] = r.key.decode() if r.key is not None else None
+                f.write(json.dumps(row) + "\n")
+    steps = [
+        {"step": s.step, "t": s.t, "worker": s.worker, "parts": sorted(s.partitions)}
+        for s in chaos.steps
+    ]
+    (out / "steps.json").write_text(json.dumps({"t0": chaos.t0, "steps": steps}))
+
+
 def evicted_after(monitor: GroupMonitor, record: StepRecord) -> float | None:
     """Seconds from the kill until no snapshot lists the victim's old member id(s)."""
     if not record.members:
@@ -717,6 +748,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--static", action="store_true", help="static group membership (group_instance_id)"
     )
     parser.add_argument("--keep", action="store_true", help="keep topics (for inspection)")
+    parser.add_argument(
+        "--dump", action="store_true", help="write the audited records to <run dir>/dump"
+    )
     parser.add_argument("--log-level", default="info", help="workers' log level")
     parser.add_argument(
         "--trace", action="store_true", help="workers write acks/commits/rebalances (chaos_trace)"
@@ -787,26 +821,35 @@ def _replay_mismatches(
 ) -> list[dict[str, Any]]:
     """Withdrawals whose (first) verdict differs from `replay` over the same events, with the
     destination stage's order taken from the by-destination topic (README: "the same as
-    replay"): verdict, score and reasons must match exactly."""
+    replay"): verdict, score and reasons must match exactly.
+
+    Replay gets every withdrawal the account stage processed, i.e. every one that was
+    forwarded, decided or not: a withdrawal forwarded but never decided (lost) still
+    counts in its account's history and its destination's fan-in for the later ones, so
+    leaving it out would report their verdicts as mismatches. Only decided ones are
+    compared."""
     from detector.events import validate_withdrawal
     from detector.model import Model
     from detector.offline.replay import replay
 
-    decided = [e for e in events if e["withdrawal_id"] in verdicts]
     seen = set(stage2_order)
-    if not decided or any(e["withdrawal_id"] not in seen for e in decided):
+    processed = [e for e in events if e["withdrawal_id"] in seen]
+    if not processed or any(wid not in seen for wid in verdicts):
         return []  # nothing to compare (a lost withdrawal is reported on its own)
-    withdrawals = [validate_withdrawal(e) for e in decided]
+    withdrawals = [validate_withdrawal(e) for e in processed]
     offline = replay(
         withdrawals,
         Model.load(settings.model_dir),
         hold_seconds=settings.hold_seconds,
-        destination_order=[w for w in stage2_order if w in verdicts],
+        destination_order=stage2_order,
     )
     out = []
     for expected in offline.verdicts:
+        if expected["withdrawal_id"] not in verdicts:
+            continue  # forwarded, never decided: reported as lost
         actual = json.loads(verdicts[expected["withdrawal_id"]][0])
-        for name in ("verdict", "score", "reasons", "model_version"):
+        # model_version first: a worker serving another model differs in score too.
+        for name in ("model_version", "verdict", "score", "reasons"):
             if actual[name] != expected[name]:
                 out.append(
                     {
@@ -818,6 +861,21 @@ def _replay_mismatches(
                 )
                 break
     return out
+
+
+def run_topic_names(run: str) -> dict[str, str]:
+    """The run's app id and topics: all of its own. The labels and shadow topics too: their
+    default names are shared with everything else on the broker, whose labels the workers
+    would apply (replay sees none) and which other runs create and delete."""
+    return {
+        "app_id": f"chaos-{run}",
+        "topic_withdrawals": f"chaos-{run}-withdrawals",
+        "topic_decisions": f"chaos-{run}-decisions",
+        "topic_dlq": f"chaos-{run}-dlq",
+        "topic_labels": f"chaos-{run}-labels",
+        "topic_decisions_shadow": f"chaos-{run}-decisions-shadow",
+        "topic_review_decisions": f"chaos-{run}-review-decisions",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -835,18 +893,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(
             Settings(),
             bootstrap_servers=bootstrap,
-            app_id=f"chaos-{run}",
-            topic_withdrawals=f"chaos-{run}-withdrawals",
-            topic_decisions=f"chaos-{run}-decisions",
-            topic_dlq=f"chaos-{run}-dlq",
-            topic_labels=f"chaos-{run}-labels",
-            topic_decisions_shadow=f"chaos-{run}-decisions-shadow",
-            topic_review_decisions=f"chaos-{run}-review-decisions",
             partitions=args.partitions,
             model_dir=REPO / "models" / "default",
             data_dir=run_dir / "data",
             max_event_age_s=0.0,  # simulated history, days of it streamed in minutes
-            **overrides,
+            **{**run_topic_names(run), **overrides},
         )
         chaos = Chaos(args, settings, run_dir)
         chaos.own_broker = own
@@ -860,7 +911,9 @@ def main(argv: list[str] | None = None) -> int:
                     worker.stop()
             if not args.keep:
                 with contextlib.suppress(Exception):
-                    delete_topics(bootstrap, [s.name for s in specs])
+                    # Only the run's own topics (never a name shared with others, even
+                    # when --set points one at it).
+                    delete_topics(bootstrap, [s.name for s in specs if run in s.name])
 
 
 def run_chaos(
