@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -113,8 +114,11 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         max_event_ahead_s=0.0,
     )
     stop = threading.Event()
+    # SIGTERM (a `kill`, a CI timeout) cleans up like Ctrl-C: no orphaned worker or broker.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     # Everything the demo starts is undone in reverse order, on success, error or Ctrl-C.
     with contextlib.ExitStack() as undo:
+        undo.callback(signal.signal, signal.SIGTERM, previous)
         undo.callback(stop.set)
         try:
             demo.data_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +183,10 @@ def run_demo(settings: Settings, *, duration: float, rate: float, accounts: int)
         except KeyboardInterrupt:
             _say("\ninterrupted: cleaning up")
             return 130
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _demo_world(duration: float, rate: float, accounts: int, seed: int) -> simulate.SimConfig:
