@@ -184,7 +184,12 @@ def _summary(item: HeldItem, now: float) -> str:
 
 def _reasons(item: HeldItem, now: float) -> str:
     v = item.verdict
-    rows = "".join(f"<li><code>{esc(code)}</code> {esc(detail)}</li>" for code, detail in v.reasons)
+    rows = "".join(
+        f"<li><code>{esc(code)}</code>"
+        + (f' <span class="family">{esc(family)}</span>' if family else "")
+        + f" {esc(detail)}</li>"
+        for code, family, detail in v.reasons
+    )
     return (
         '<section class="verdict"><h3>Why it was held</h3>'
         f"<ul>{rows or '<li>no reason given</li>'}</ul>"

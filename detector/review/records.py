@@ -101,7 +101,7 @@ class VerdictRecord:
     account_id: str
     verdict: str
     score: float
-    reasons: tuple[tuple[str, str], ...]  # (code, detail)
+    reasons: tuple[tuple[str, str, str], ...]  # (code, family, detail); family "" if absent
     model_version: str
     decided_at: float
     decided_at_text: str
@@ -118,13 +118,16 @@ class VerdictRecord:
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
-        return tuple(code for code, _ in self.reasons)
+        return tuple(code for code, _, _ in self.reasons)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "verdict": self.verdict,
             "score": self.score,
-            "reasons": [{"code": c, "detail": d} for c, d in self.reasons],
+            "reasons": [
+                {"code": c, "family": f, "detail": d} if f else {"code": c, "detail": d}
+                for c, f, d in self.reasons
+            ],
             "model_version": self.model_version,
             "decided_at": self.decided_at_text,
         }
@@ -146,7 +149,9 @@ def parse_verdict(raw: bytes) -> VerdictRecord:
         raise InvalidEvent("bad_score", "score must be a finite number")
     reasons = doc.get("reasons") or []
     if not isinstance(reasons, list) or not all(isinstance(r, dict) for r in reasons):
-        raise InvalidEvent("bad_reasons", "reasons must be a list of {code, detail} objects")
+        raise InvalidEvent(
+            "bad_reasons", "reasons must be a list of {code, family, detail} objects"
+        )
     hold = doc.get("hold_seconds", 0) if kind == "delay" else 0
     if isinstance(hold, bool) or not isinstance(hold, int) or hold < 0:
         raise InvalidEvent("bad_hold_seconds", "hold_seconds must be an integer >= 0")
@@ -157,7 +162,12 @@ def parse_verdict(raw: bytes) -> VerdictRecord:
         verdict=kind,
         score=float(score),
         reasons=tuple(
-            (str(r.get("code", ""))[:64], str(r.get("detail", ""))[:500]) for r in reasons[:10]
+            (
+                str(r.get("code", ""))[:64],
+                str(r.get("family", ""))[:32],
+                str(r.get("detail", ""))[:500],
+            )
+            for r in reasons[:10]
         ),
         model_version=str(doc.get("model_version", ""))[:128],
         decided_at=parse_rfc3339(decided_text, field="decided_at"),

@@ -34,7 +34,7 @@ def test_the_first_verdict_after_a_backfill_equals_replay_of_history_and_it(
     path = tmp_path / "history.jsonl"
     simulate.write_jsonl(history, path)
     settings = worker_settings(partitions=4)
-    result = backfill(path, settings, log=lambda _: None)
+    result = backfill(path, settings, Model.load(DEFAULT_MODEL).params, log=lambda _: None)
     assert result.events == len(history) and result.accounts > 100
     start_worker(settings)
     probe_records = [(e["account_id"].encode(), simulate.encode_event(e)) for e in probes]
@@ -64,4 +64,4 @@ def test_a_backfill_is_refused_while_workers_run(
     path = tmp_path / "history.jsonl"
     path.write_text(json.dumps({"withdrawal_id": "x"}) + "\n")
     with pytest.raises(KafkaSetupError, match="stop the workers"):
-        backfill(path, settings, log=lambda _: None)
+        backfill(path, settings, Model.load(DEFAULT_MODEL).params, log=lambda _: None)
