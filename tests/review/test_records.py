@@ -24,7 +24,10 @@ def test_a_verdict_written_by_the_worker_reads_back_whole() -> None:
         withdrawal("w-1"),
         "delay",
         0.646255,
-        [{"code": "daily_volume", "detail": "$250,000 withdrawn in 24 h"}],
+        [
+            {"code": "amount_vs_history", "family": "amount", "detail": "amount 40x the median"},
+            {"code": "daily_volume", "detail": "$250,000 withdrawn in 24 h"},  # features-v4
+        ],
         model_version="iforest-cdafb68553",
         hold_seconds=3600,
         decided_at="2026-11-24T10:00:00.012Z",
@@ -32,7 +35,10 @@ def test_a_verdict_written_by_the_worker_reads_back_whole() -> None:
     held = parse_verdict(json.dumps(doc).encode())
     assert held.held and held.verdict == "delay"
     assert (held.withdrawal_id, held.account_id) == ("w-1", "acct-1")
-    assert held.reasons == (("daily_volume", "$250,000 withdrawn in 24 h"),)
+    assert held.reasons == (
+        ("amount_vs_history", "amount", "amount 40x the median"),
+        ("daily_volume", "", "$250,000 withdrawn in 24 h"),
+    )
     assert held.decided_at == pytest.approx(T0 + 0.012)
     assert held.due_at == pytest.approx(T0 + 0.012 + 3600)
     assert held.to_json() == {
