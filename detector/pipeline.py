@@ -12,6 +12,7 @@ stage 2 through Kafka (``detector.stream.wire``: versioned, batched, read by fie
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -170,15 +171,43 @@ class Stages:
         self.feedback = Feedback() if feedback is None else feedback
 
     def account(self, event: Withdrawal) -> AccountFeatures:
+        acc = self.account_at(event, None)
+        assert acc is not None  # without an offset nothing is recognised by offset
+        return acc
+
+    def begin_batch(self) -> None:
+        """The worker starts a batch: what it remembers from now on is kept whole until the
+        batch's sends are acknowledged (see :meth:`account_at`)."""
+        self._batch_started = self.clock()
+
+    _batch_started = math.inf  # offline: no batches, plain MAX_SEEN eviction
+
+    def account_at(self, event: Withdrawal, offset: int | None) -> AccountFeatures | None:
+        """Stage 1 for ``event``, the record at ``offset`` of its account's input partition
+        (None offline).
+
+        A withdrawal_id the account remembers gets its first features again (the repeat is
+        forwarded again; stage 2 publishes the verdict on record). A record at or below the
+        last offset applied to the account, no newer than its newest withdrawal and no longer
+        remembered, is a redelivery of one applied and forwarded long ago: None, nothing to
+        do. (A redelivery can exceed :data:`MAX_SEEN` withdrawals of one account when commits
+        are held back, e.g. during a broker outage: re-applying them counted a hot account's
+        history twice, 104 withdrawals in one chaos run. Its forward was acknowledged: only
+        the batch in flight at a crash can be half-sent, and everything a batch adds to
+        ``seen`` is kept until the next batch.)
+        """
         state = self.accounts.get(event.account_id)
-        seen = None
         if state is not None:
             state = upgrade_account_state(state, self.params)
             seen = state.get("seen", {}).get(event.withdrawal_id)
-        if seen is not None:
-            return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
+            if seen is not None:
+                return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
+            if offset is not None and _applied_before(state, event, offset):
+                return None
         state, acc = account_step(state, event, self.params, self.structuring)
-        remember(state, event, acc, self.dedupe_window_s, self.clock())
+        if offset is not None:
+            state["o"] = offset
+        remember(state, event, acc, self.dedupe_window_s, self.clock(), self._batch_started)
         self.accounts[event.account_id] = state
         return acc
 
@@ -239,17 +268,40 @@ class Stages:
         self.destination_label(label)
 
 
+def _applied_before(state: dict[str, Any], event: Withdrawal, offset: int) -> bool:
+    """True if the record at ``offset`` was applied to this account already: at or below
+    the last applied offset and no newer than the account's newest withdrawal (a topic
+    recreated under the same name restarts its offsets, and its new withdrawals are newer)."""
+    applied, last = state.get("o"), state.get("last")
+    return (
+        applied is not None
+        and last is not None
+        and offset <= applied
+        and event.requested_at <= last
+    )
+
+
 def remember(
-    state: dict[str, Any], event: Withdrawal, acc: AccountFeatures, window_s: float, now: float
+    state: dict[str, Any],
+    event: Withdrawal,
+    acc: AccountFeatures,
+    window_s: float,
+    now: float,
+    keep_since: float = math.inf,
 ) -> None:
     """Add ``event`` to the account's seen withdrawal_ids (in place), stamped with the time
     it was processed (``now``, wall clock: a redelivery comes within seconds of processing,
-    whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old."""
+    whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old;
+    entries stamped at or after ``keep_since`` (the current batch's) are never evicted by
+    count."""
     seen: dict[str, list[Any]] = state.setdefault("seen", {})
     seen[event.withdrawal_id] = [now, *acc]
     # Oldest first (insertion order: ids are added as they are processed, never re-added).
     while len(seen) > MAX_SEEN:
-        del seen[next(iter(seen))]
+        oldest = next(iter(seen))
+        if seen[oldest][0] >= keep_since:
+            break
+        del seen[oldest]
     while True:
         oldest = next(iter(seen))
         if seen[oldest][0] >= now - window_s:

@@ -250,8 +250,9 @@ def create_app(
         metrics.observe_dlq(exc.code)
         return Record(settings.topic_dlq, out_key, out_value, headers=headers)
 
-    def account_item(event: Any) -> tuple[Withdrawal, bytes] | Record:
-        """Stage 1 for one record: the withdrawal and its forward item, or a dead letter."""
+    def account_item(event: Any) -> tuple[Withdrawal, bytes] | Record | None:
+        """Stage 1 for one record: the withdrawal and its forward item, a dead letter, or
+        None for a redelivery of a withdrawal applied and forwarded long ago."""
         withdrawal = None
         try:
             withdrawal = parse_withdrawal(
@@ -262,7 +263,10 @@ def create_app(
                 max_age_s=settings.max_event_age_s,
                 max_ahead_s=settings.max_event_ahead_s,
             )
-            acc = stages.account(withdrawal)
+            acc = stages.account_at(withdrawal, int(event.message.offset))
+            if acc is None:
+                metrics.observe_duplicate()
+                return None
             return withdrawal, encode_item(withdrawal, acc)
         except InvalidEvent as exc:
             return dead_letter(event, exc)
@@ -299,6 +303,7 @@ def create_app(
 
     async def account_batch(batch: list[Any]) -> None:
         compat.hold(batch)
+        stages.begin_batch()
         outbox: list[Record] = []
         forwards: dict[int, list[bytes]] = {}
         for event in batch:
@@ -317,7 +322,7 @@ def create_app(
             got = account_item(event)
             if isinstance(got, Record):
                 outbox.append(got)
-            else:
+            elif got is not None:
                 withdrawal, item = got
                 forwards.setdefault(_partition_of(withdrawal.destination, n), []).append(item)
                 _advance(watermarks, (settings.topic_withdrawals, partition), withdrawal)

@@ -135,3 +135,79 @@ def _days_after(stamp: str, days: float) -> str:
     from detector.events import format_rfc3339, parse_rfc3339
 
     return format_rfc3339(parse_rfc3339(stamp) + days * 86400)
+
+
+def _hot_account(count: int, start: float = NOW) -> list[Any]:
+    from detector.events import format_rfc3339, validate_withdrawal
+
+    return [
+        validate_withdrawal(
+            {
+                **WITHDRAWAL,
+                "withdrawal_id": f"w-{start:.0f}-{i}",
+                "requested_at": format_rfc3339(start + 30.0 * i),
+                "destination": f"bc1qdest{i % 7}",
+            }
+        )
+        for i in range(count)
+    ]
+
+
+def _feature_state() -> Any:
+    from kafka_io import DEFAULT_MODEL
+
+    from detector.model import Model
+    from detector.pipeline import FeatureState
+
+    return FeatureState(Model.load(DEFAULT_MODEL).params)
+
+
+def test_a_redelivery_longer_than_the_dedupe_memory_moves_no_state() -> None:
+    """A broker outage holds commits back: one hot account's redelivery exceeded MAX_SEEN
+    (64) withdrawals, and re-applying the forgotten ones counted its history twice (104
+    withdrawals in one chaos run, 186 verdicts then differed from replay). Records at or
+    below the account's last applied offset are recognised without the ids."""
+    from detector.pipeline import MAX_SEEN
+
+    stages = _feature_state()
+    events = _hot_account(3 * MAX_SEEN)
+    first = []
+    for start in range(0, len(events), 10):  # batches of 10, as the worker's
+        stages.begin_batch()
+        first += [stages.account_at(e, i) for i, e in enumerate(events) if start <= i < start + 10]
+    before = json.dumps(stages.accounts.get("acct-1"), sort_keys=True)
+    again = []
+    for start in range(0, len(events), 10):  # everything since offset 0 comes back
+        stages.begin_batch()
+        again += [stages.account_at(e, i) for i, e in enumerate(events) if start <= i < start + 10]
+    assert json.dumps(stages.accounts.get("acct-1"), sort_keys=True) == before
+    assert stages.accounts.get("acct-1")["n"] == len(events)
+    remembered = [i for i, acc in enumerate(again) if acc is not None]
+    assert remembered == list(range(len(events) - MAX_SEEN, len(events)))
+    assert all(again[i] == first[i] for i in remembered)  # forwarded again, same features
+
+
+def test_a_batch_keeps_every_withdrawal_it_remembered_until_the_next_one() -> None:
+    """Only the batch in flight at a crash can be half-sent: all its withdrawals of an
+    account stay remembered (their repeats are forwarded again), however many."""
+    from detector.pipeline import MAX_SEEN
+
+    stages = _feature_state()
+    events = _hot_account(2 * MAX_SEEN)
+    stages.begin_batch()
+    first = [stages.account_at(e, i) for i, e in enumerate(events)]
+    assert len(stages.accounts.get("acct-1")["seen"]) == 2 * MAX_SEEN
+    assert [stages.account_at(e, i) for i, e in enumerate(events)] == first
+    stages.begin_batch()
+    later = _hot_account(1, start=NOW + 86_400.0)[0]
+    assert stages.account_at(later, len(events)) is not None
+    assert len(stages.accounts.get("acct-1")["seen"]) == MAX_SEEN  # the old batch may go
+
+
+def test_a_topic_recreated_under_the_same_name_is_not_taken_for_a_redelivery() -> None:
+    stages = _feature_state()
+    for i, event in enumerate(_hot_account(100)):
+        stages.account_at(event, i)
+    newer = _hot_account(5, start=NOW + 86_400.0)  # offsets start again at 0
+    assert all(stages.account_at(e, i) is not None for i, e in enumerate(newer))
+    assert stages.accounts.get("acct-1")["n"] == 105
