@@ -75,10 +75,10 @@ def test_kill_minus_nine_twice_and_a_broker_restart(bootstrap_servers: str, tmp_
 
 
 def test_scaling_one_to_two_to_one_worker(bootstrap_servers: str, tmp_path: Path) -> None:
-    # Open defect (README "Failures", issue 10): after a graceful 1 -> 2 -> 1 with many
-    # redeliveries, some first verdicts have differed in score from replay (348 of 2,500
-    # once in CI; 0 in the runs before and after). Nothing may be lost or contradicted, and
-    # every duplicate must be byte-identical; the mismatch count is reported, not yet 0.
+    # Once 348 of 2,500 first verdicts differed from replay here (281 redelivered): a hot
+    # account's redelivery beyond its 64 remembered ids, applied twice, most likely (the
+    # same pattern traced in the kill -9 test). Fixed by the
+    # account's last applied offset (tests/stream/test_idempotency.py); 0 again.
     report = _chaos(
         tmp_path,
         bootstrap_servers,
@@ -88,7 +88,6 @@ def test_scaling_one_to_two_to_one_worker(bootstrap_servers: str, tmp_path: Path
         "1",
         "--schedule",
         "add,remove",
-        max_replay_mismatches=2500,
     )
     assert [s["step"] for s in report["steps"]] == ["add", "remove"]
 
