@@ -167,5 +167,16 @@ def consume_until(
     return records
 
 
+def records_of(settings: Settings, topic: str, wid: str) -> list[Any]:
+    """Every record of ``topic`` whose JSON names withdrawal ``wid`` (read from the start)."""
+    found = consume_until(
+        settings,
+        [topic],
+        lambda rs: any(json.loads(r.value).get("withdrawal_id") == wid for r in rs),
+        timeout=30,
+    )
+    return [r for r in found if json.loads(r.value).get("withdrawal_id") == wid]
+
+
 def verdicts_of(records: list[Any], topic: str) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records if r.topic == topic]

@@ -12,20 +12,25 @@ from detector.labels import Label, validate_label
 __all__ = ["iter_events", "load_events", "load_labels"]
 
 
-def iter_events(path: Path) -> Iterator[Withdrawal]:
-    """Validated events in file order. Blank lines are skipped; anything else must be valid."""
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its end) of every non-blank line of ``path``."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise InputFileError(str(path), 0, f"cannot open: {exc.strerror}") from None
     with handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield parse_withdrawal(line.rstrip(b"\r\n"))
-            except InvalidEvent as exc:
-                raise InputFileError(str(path), number, f"{exc.code}: {exc.reason}") from None
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+
+
+def iter_events(path: Path) -> Iterator[Withdrawal]:
+    """Validated events in file order. Blank lines are skipped; anything else must be valid."""
+    for number, line in _lines(path):
+        try:
+            yield parse_withdrawal(line)
+        except InvalidEvent as exc:
+            raise InputFileError(str(path), number, f"{exc.code}: {exc.reason}") from None
 
 
 def load_events(path: Path) -> list[Withdrawal]:
@@ -40,21 +45,14 @@ def load_labels(path: Path, *, source: str = "backtest") -> list[Label]:
     backtests often lack the contract's ``label_id`` and ``source``: a missing ``source``
     becomes ``source``, a missing ``label_id`` ``<source>:<line>``."""
     out: list[Label] = []
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputFileError(str(path), 0, f"cannot open: {exc.strerror}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = decode_json(line.rstrip(b"\r\n"))
-                if isinstance(doc, dict):
-                    doc.setdefault("source", source)
-                    doc.setdefault("label_id", f"{doc['source']}:{number}")
-                out.append(validate_label(doc))
-            except InvalidEvent as exc:
-                raise InputFileError(str(path), number, f"{exc.code}: {exc.reason}") from None
+    for number, line in _lines(path):
+        try:
+            doc = decode_json(line)
+            if isinstance(doc, dict):
+                doc.setdefault("source", source)
+                doc.setdefault("label_id", f"{doc['source']}:{number}")
+            out.append(validate_label(doc))
+        except InvalidEvent as exc:
+            raise InputFileError(str(path), number, f"{exc.code}: {exc.reason}") from None
     out.sort(key=lambda label: label.reported_at)
     return out

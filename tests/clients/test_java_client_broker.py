@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_io import REPO, consume_until
+from kafka_io import REPO, records_of
 
 from detector.client.transport import murmur2_partition
 from detector.config import Settings
@@ -126,16 +126,6 @@ def withdrawal(account: str) -> dict[str, Any]:
         "destination": f"0x{uuid.uuid4().hex}",
         "requested_at": format_rfc3339(time.time()),
     }
-
-
-def records_of(settings: Settings, topic: str, wid: str) -> list[Any]:
-    found = consume_until(
-        settings,
-        [topic],
-        lambda rs: any(json.loads(r.value).get("withdrawal_id") == wid for r in rs),
-        timeout=30,
-    )
-    return [r for r in found if json.loads(r.value).get("withdrawal_id") == wid]
 
 
 def test_the_java_client_publishes_by_murmur2_and_reads_the_workers_verdict(

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from kafka_io import consume_until, free_port, produce
+from kafka_io import free_port, produce, records_of
 
 from detector.client import CLIENT_TIMEOUT, WalletClient
 from detector.client.transport import murmur2_partition
@@ -35,17 +35,6 @@ def withdrawal(account: str, amount_usd: float = 120.0) -> dict[str, Any]:
         "destination": f"T{uuid.uuid4().hex[:20]}",
         "requested_at": format_rfc3339(time.time()),
     }
-
-
-def records_of(settings: Settings, topic: str, wid: str) -> list[Any]:
-    """Every record of ``topic`` whose JSON names withdrawal ``wid`` (read from the start)."""
-    found = consume_until(
-        settings,
-        [topic],
-        lambda rs: any(json.loads(r.value).get("withdrawal_id") == wid for r in rs),
-        timeout=30,
-    )
-    return [r for r in found if json.loads(r.value).get("withdrawal_id") == wid]
 
 
 def test_the_client_gets_the_workers_verdict_within_the_deadline(
