@@ -27,31 +27,36 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_FAILOVER_S = 30.0
 
 
-def _chaos(
-    tmp_path: Path, bootstrap_servers: str, *args: str, max_replay_mismatches: int = 0
-) -> dict[str, Any]:
-    run_dir = tmp_path / "chaos"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "chaos.py"),
-            "--ci",
-            "--max-failover",
-            str(MAX_FAILOVER_S),
-            "--max-contradictions",
-            "0",
-            "--max-replay-mismatches",
-            str(max_replay_mismatches),
-            "--run-dir",
-            str(run_dir),
-            *args,
-        ],
+def _bench(bootstrap_servers: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script> args`` against the suite's broker."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
         cwd=REPO,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers},
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
+    )
+
+
+def _chaos(
+    tmp_path: Path, bootstrap_servers: str, *args: str, max_replay_mismatches: int = 0
+) -> dict[str, Any]:
+    run_dir = tmp_path / "chaos"
+    result = _bench(
+        bootstrap_servers,
+        "chaos.py",
+        "--ci",
+        "--max-failover",
+        str(MAX_FAILOVER_S),
+        "--max-contradictions",
+        "0",
+        "--max-replay-mismatches",
+        str(max_replay_mismatches),
+        "--run-dir",
+        str(run_dir),
+        *args,
     )
     summary = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
@@ -99,15 +104,7 @@ def test_two_workers_starting_on_a_backlog_lose_nothing(
     first drains. Before the fix (aiokafka never rewound a partition without a committed
     offset) this lost ~2,000 of them in every run: 5,827 over 3 runs of
     ``bench/startup_loss.py``."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "startup_loss.py"), "--trials", "1"],
-        cwd=REPO,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    result = _bench(bootstrap_servers, "startup_loss.py", "--trials", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trial = json.loads(result.stdout.splitlines()[0].partition(": ")[2])
     assert trial["lost"] == 0 and trial["decided"] == trial["sent"] == 20_000
