@@ -136,7 +136,8 @@ def _install() -> None:
 
     consumer_cls.on_partitions_assigned = on_partitions_assigned
 
-    orig_seek = consumer_cls.perform_seek
+    seek_cls = gap_cls  # our consumer overrides perform_seek too
+    orig_seek = seek_cls.perform_seek
 
     async def perform_seek(self: Any) -> None:
         _w("SEEK+", f"read_offsets={ {_tp(tp): o for tp, o in self._read_offset.items()} }")
@@ -144,7 +145,7 @@ def _install() -> None:
         committed = {_tp(tp): o for tp, o in self._committed_offset.items()}
         _w("SEEK", f"committed={committed}")
 
-    consumer_cls.perform_seek = perform_seek
+    seek_cls.perform_seek = perform_seek
 
     orig_resume, orig_pause = consumer_cls.resume_partitions, consumer_cls.pause_partitions
 

@@ -203,7 +203,7 @@ def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
 
     consumer = detector_app.app.consumer
     assert isinstance(consumer, compat.SafeCommitConsumer)
-    for name in ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked"):
+    for name in ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked", "getmany"):
         assert name in vars(Consumer), name  # Faust still has what we override
         assert name in vars(compat.SafeCommitConsumer), name
     for attribute in ("_acked", "_acked_index", "_gap", "_committed_offset", "_read_offset"):
@@ -228,7 +228,8 @@ def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorA
 
 
 def test_group_timings_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
-    """Failover depends on these reaching aiokafka (Faust's defaults: 60 s session)."""
+    """Failover depends on these reaching aiokafka (Faust's defaults: 60 s session, and a
+    1.5 s long poll that a partition sought during a rebalance waits behind)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     settings = Settings(
@@ -251,12 +252,13 @@ def test_group_timings_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
                 consumer._heartbeat_interval_ms,
                 consumer._rebalance_timeout_ms,
                 consumer._group_instance_id,
+                consumer._fetch_max_wait_ms,
             )
         finally:
             await consumer.stop()
 
     try:
-        assert loop.run_until_complete(options()) == (9000, 1500, 20000, "worker-a")
+        assert loop.run_until_complete(options()) == (9000, 1500, 20000, "worker-a", 100)
     finally:
         compat.close_unstarted_consumer(app)
         loop.close()
@@ -357,6 +359,72 @@ def test_a_partition_without_a_commit_is_rewound_to_its_first_offset(
     )
     ack_list, index, tree = _bookkeeping(list(range(52)))
     assert compat.next_commit_offset(ack_list, index, tree, consumer._committed_offset[fresh]) == 52
+
+
+def test_in_order_passes_drops_or_seeks_back() -> None:
+    in_order = compat.in_order
+    assert in_order(None, 1318, None) is compat._DROP  # not sought in this assignment
+    assert in_order(1126, 1127, None) is compat._PASS  # the next one
+    assert in_order(1126, 1100, None) is compat._PASS  # Faust drops it as already read
+    assert in_order(1126, 1318, None) is compat._SEEK_BACK  # 1127..1317 never seen
+    assert in_order(1126, 1318, 1127) is compat._PASS  # fetched again from 1127: a real hole
+    assert in_order(1126, 1318, 1000) is compat._SEEK_BACK
+
+
+def test_getmany_delivers_each_stream_partition_in_order(
+    detector_app: DetectorApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The traced loss: a restarted worker fetched withdrawals[0]@1318.. before its seek to
+    the committed 1127 (the records in between were drained and dropped upstream while every
+    partition was paused), delivered them, and dropped 1127..1317 as already read. Now the
+    records before the seek are dropped, a jump seeks back once, a real hole passes."""
+    from faust.transport.consumer import Consumer
+
+    assert inspect.isasyncgenfunction(Consumer.getmany)
+    consumer = detector_app.app.consumer
+    assert "getmany" in vars(compat.SafeCommitConsumer)
+    stream, log = faust.types.TP("withdrawals", 0), faust.types.TP("accounts-changelog", 0)
+    monkeypatch.setattr(
+        consumer.app.topics, "acks_enabled_for", lambda topic: topic == "withdrawals"
+    )
+    fetches: list[list[tuple[Any, int]]] = []
+    sought: list[tuple[Any, int]] = []
+
+    async def base_getmany(self: Any, timeout: float) -> Any:
+        for tp, offset in fetches.pop(0):
+            yield tp, SimpleNamespace(topic=tp.topic, offset=offset)
+
+    async def seek(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(Consumer, "getmany", base_getmany)
+    monkeypatch.setattr(consumer, "_seek", seek)
+
+    def drain(*batch: tuple[Any, int]) -> list[tuple[str, int]]:
+        fetches.append(list(batch))
+
+        async def run() -> list[tuple[str, int]]:
+            out = []
+            async for tp, message in consumer.getmany(timeout=0):
+                out.append((tp.topic, message.offset))
+                consumer._read_offset[tp] = message.offset  # what the drain loop does
+            return out
+
+        return asyncio.get_event_loop().run_until_complete(run())
+
+    # before the seek: the stream's records are dropped, the changelog's pass
+    assert drain((stream, 1318), (log, 5), (stream, 1319)) == [("accounts-changelog", 5)]
+    assert sought == []
+    consumer._read_offset[stream] = 1126  # perform_seek: committed 1127
+    # a record fetched before the seek arrives after it: seek back to 1127 once
+    assert drain((stream, 1320), (stream, 1321)) == []
+    assert sought == [(stream, 1127)]
+    assert drain((stream, 1127), (stream, 1128)) == [("withdrawals", 1127), ("withdrawals", 1128)]
+    # a real hole (a transaction marker at 1129): seek back, same jump again, then pass
+    assert drain((stream, 1130)) == []
+    assert sought[-1] == (stream, 1129)
+    assert drain((stream, 1130), (stream, 1131)) == [("withdrawals", 1130), ("withdrawals", 1131)]
+    assert len(sought) == 2
 
 
 def test_revoke_drops_the_bookkeeping_only_after_the_app_committed(
