@@ -425,6 +425,15 @@ class Decider:
                 hold_seconds=self.hold_seconds,
                 decided_at=decided_at,
             )
+        # A withdrawal_id twice in one batch (a redelivery that caught up with its first
+        # copy in a backlog) is decided once: the later copy saw the destination after the
+        # first copy counted, so scoring it again could give another verdict.
+        first: dict[str, int] = {}
+        for i, it in enumerate(items):
+            if it.decided is None:
+                j = first.setdefault(it.event.withdrawal_id, i)
+                if j != i:
+                    out[i], scores[i] = dict(out[j]), scores[j]
         return out
 
 

@@ -213,6 +213,22 @@ def test_replay_gives_a_repeated_withdrawal_its_first_verdict_and_state_once() -
     assert state.accounts[first.account_id]["n"] == 2  # the repeat changed nothing
 
 
+def test_a_withdrawal_twice_in_one_batch_is_decided_once() -> None:
+    """A redelivered copy that catches up with its first copy in one batch (a backlog after a
+    failover) saw the destination after three more accounts paid it: scored again, it would
+    get another score (a contradicting duplicate, seen once in a chaos run)."""
+    first = w(1, T0, 9_000.0, "bc1q-hot")
+    payers = [w(10 + k, T0 + 30 + k, 9_000.0, "bc1q-hot", f"acct-{k + 2}") for k in range(3)]
+    model = Model.load(DEFAULT_MODEL)
+    state = FeatureState(model.params)
+    items = [state.step(e) for e in (first, *payers, first)]
+    assert items[4].row != items[0].row  # the repeat's fan-in counts the payers
+    verdicts = Decider(model, hold_seconds=600).decide(items, now=T0)
+    assert verdicts[4] == verdicts[0]
+    alone = Decider(model, hold_seconds=600).decide(items[4:], now=T0)
+    assert alone[0]["score"] != verdicts[0]["score"]  # what scoring it again would give
+
+
 def test_replay_applies_labels_at_their_reported_at() -> None:
     from detector.labels import Label
 
