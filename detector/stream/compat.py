@@ -239,6 +239,14 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
         1.0 s after the seek, at each of the two rebalances of a failover)."""
         return _ShortPollThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """aiokafka's ``seek`` on the consumer's own thread. Faust's calls it from the app's
+        thread: a fetch response that thread's loop is processing meanwhile was checked
+        against the old position and stores its records after the seek, records that
+        :func:`in_order` must never take for the refetch."""
+        thread = self._thread
+        await thread.call_thread(thread._ensure_consumer().seek, partition, offset)
+
     async def _wait_next_records(self, timeout: float) -> Any:
         """Faust's, without its 1 s sleep when no partition is active (during a rebalance):
         the partitions resumed at the end of recovery waited up to a second for it."""

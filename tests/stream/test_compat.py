@@ -203,7 +203,8 @@ def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
 
     consumer = detector_app.app.consumer
     assert isinstance(consumer, compat.SafeCommitConsumer)
-    for name in ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked", "getmany"):
+    names = ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked", "getmany", "_seek")
+    for name in names:
         assert name in vars(Consumer), name  # Faust still has what we override
         assert name in vars(compat.SafeCommitConsumer), name
     for attribute in ("_acked", "_acked_index", "_gap", "_committed_offset", "_read_offset"):
@@ -425,6 +426,30 @@ def test_getmany_delivers_each_stream_partition_in_order(
     assert sought[-1] == (stream, 1129)
     assert drain((stream, 1130), (stream, 1131)) == [("withdrawals", 1130), ("withdrawals", 1131)]
     assert len(sought) == 2
+
+
+def test_a_seek_runs_on_the_consumer_thread(
+    detector_app: DetectorApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust seeks aiokafka from the app's thread; ours goes through the consumer thread's
+    queue, so no fetch response of the old position is stored after it."""
+    consumer = detector_app.app.consumer
+    thread = consumer._thread
+    calls: list[tuple[Any, ...]] = []
+
+    class Aiokafka:
+        def seek(self, tp: Any, offset: int) -> None:
+            calls.append(("seek", tp, offset))
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        calls.append(("queued",))
+        return fun(*args)
+
+    monkeypatch.setattr(thread, "_ensure_consumer", Aiokafka)
+    monkeypatch.setattr(thread, "call_thread", call_thread)
+    tp = faust.types.TP("withdrawals", 0)
+    asyncio.get_event_loop().run_until_complete(consumer._seek(tp, 1127))
+    assert calls == [("queued",), ("seek", tp, 1127)]
 
 
 def test_revoke_drops_the_bookkeeping_only_after_the_app_committed(
