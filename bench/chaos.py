@@ -773,13 +773,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --ci: first verdicts allowed to differ from replay (default 0)",
     )
     args = parser.parse_args(argv)
-    if args.ci:
-        defaults = {"n": 2000, "schedule": "kill", "settle": 25.0, "warmup": 10.0, "tail": 5.0}
+    if args.ci:  # smaller defaults, for the options not given (given = kept, default or not)
+        given = {a.partition("=")[0] for a in (sys.argv[1:] if argv is None else argv)}
+        defaults = {
+            "n": 2000,
+            "schedule": "kill",
+            "settle": 25.0,
+            "warmup": 10.0,
+            "tail": 5.0,
+            "drain_timeout": 60.0,
+        }
         for key, value in defaults.items():
-            if getattr(args, key) == parser.get_default(key):
+            if f"--{key.replace('_', '-')}" not in given:
                 setattr(args, key, value)
-        if args.drain_timeout == parser.get_default("drain_timeout"):
-            args.drain_timeout = 60.0
     return args
 
 
