@@ -203,7 +203,15 @@ def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
 
     consumer = detector_app.app.consumer
     assert isinstance(consumer, compat.SafeCommitConsumer)
-    names = ("_new_offset", "_add_gap", "perform_seek", "on_partitions_revoked", "getmany", "_seek")
+    names = (
+        "_new_offset",
+        "_add_gap",
+        "perform_seek",
+        "on_partitions_revoked",
+        "getmany",
+        "_seek",
+        "_wait_next_records",
+    )
     for name in names:
         assert name in vars(Consumer), name  # Faust still has what we override
         assert name in vars(compat.SafeCommitConsumer), name
@@ -258,6 +266,11 @@ def test_group_timings_reach_the_aiokafka_consumer(tmp_path: Path) -> None:
         finally:
             await consumer.stop()
 
+    import aiokafka
+
+    # the attribute we set is the one aiokafka hands its fetcher when the consumer starts
+    start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
     try:
         assert loop.run_until_complete(options()) == (9000, 1500, 20000, "worker-a", 100)
     finally:
