@@ -283,16 +283,16 @@ class SafeCommitConsumer(faust_aiokafka.Consumer):
             if tp in sought_back:
                 continue  # fetched before our seek: it comes again
             if acked(message.topic):
-                action = in_order(read_offset.get(tp), message.offset, refetching.get(tp))
+                last_read = read_offset.get(tp)
+                action = in_order(last_read, message.offset, refetching.get(tp))
                 if action is not _PASS:
                     if action is _SEEK_BACK:
-                        expected = cast(int, read_offset.get(tp)) + 1
+                        expected = cast(int, last_read) + 1
                         logger.warning(
-                            "%s[%d]: fetched offset %d, expected %d: fetching again from %d",
+                            "%s[%d]: fetched offset %d, expected %d: fetching again from there",
                             tp.topic,
                             tp.partition,
                             message.offset,
-                            expected,
                             expected,
                         )
                         refetching[tp] = expected

@@ -74,3 +74,13 @@ def test_a_run_has_topics_of_its_own(chaos: ModuleType) -> None:
     for field in ("topic_withdrawals", "topic_decisions", "topic_dlq", "topic_labels"):
         assert "abc123" in names[field] and names[field] != getattr(defaults, field)
     assert "abc123" in names["topic_decisions_shadow"]
+
+
+def test_ci_mode_keeps_every_option_given(chaos: ModuleType) -> None:
+    """``--ci`` shrinks the run, but only where the caller said nothing: a ``--schedule`` equal
+    to the parser's default (kill,kill) once became a single kill."""
+    given = chaos.parse_args(["--ci", "--schedule", "kill,kill", "--drain-timeout=90"])
+    assert (given.schedule, given.drain_timeout, given.n) == ("kill,kill", 90.0, 2000)
+    plain = chaos.parse_args(["--ci"])
+    assert (plain.schedule, plain.drain_timeout, plain.settle) == ("kill", 60.0, 25.0)
+    assert chaos.parse_args([]).schedule == "kill,kill"
