@@ -215,7 +215,7 @@ class Stages:
         """Stage 2; ``acc`` None: features of another schema, held unscored (no fan-in
         update: what the account stage knew is not in a form this version reads)."""
         if acc is None:
-            blank, none = AccountFeatures.blank(event.value), DestinationFeatures(0, 0)
+            blank, none = AccountFeatures.blank(event.value), DestinationFeatures(0, 0, 0)
             row = feature_vector(blank, none)
             return Pending(event, blank, none, row, self.decided.get(event.withdrawal_id), True)
         state, dst = destination_step(

@@ -12,6 +12,7 @@ import pytest
 from samples import DAY, PARAMS, withdrawal
 
 from detector.features import (
+    ACCOUNT_STATE_VERSION,
     FAMILIES,
     FEATURE_NAMES,
     MAX_KNOWN,
@@ -54,7 +55,7 @@ def run(
 
 def named(acc: AccountFeatures, dst: DestinationFeatures | None = None) -> dict[str, float]:
     return dict(
-        zip(FEATURE_NAMES, feature_vector(acc, dst or DestinationFeatures(1, 0)), strict=True)
+        zip(FEATURE_NAMES, feature_vector(acc, dst or DestinationFeatures(1, 0, 0)), strict=True)
     )
 
 
@@ -64,7 +65,7 @@ def daily(n: int, value: float = 100.0, start: float = T0) -> list[Any]:
 
 def test_families_partition_the_row() -> None:
     assert [n for names in FAMILIES.values() for n in names] == list(FEATURE_NAMES)
-    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 12
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == 14
 
 
 def test_learned_scales_come_from_the_population() -> None:
@@ -204,7 +205,7 @@ def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
     state: dict[str, Any] | None = None
     out = []
     for i in range(5):
-        acc = AccountFeatures(*[0] * 12, True, *[0.0] * 11)._replace(new_destination=i < 3)
+        acc = AccountFeatures.blank(1.0)._replace(new_destination=i < 3)
         state, dst = destination_step(
             state, withdrawal(T0 + i * H, account=f"a{i % 4}"), acc, PARAMS
         )
@@ -219,6 +220,13 @@ def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
         state, withdrawal(T0 + 4 * H + DAY, account="a9"), _cold(), PARAMS
     )
     assert later.fan_in_count == 1  # a0's payment (T0 + 4 h) is exactly G earlier: out
+    # First-time payers are also counted over the long window (5 G): a scam gathers victims
+    # a few a day. a0..a2 paid it first at T0 .. T0 + 2 h; a9 is new (cold: first payment).
+    assert later.fan_in_new_count == 1 and later.new_payers_long == 4
+    _, much_later = destination_step(
+        state, withdrawal(T0 + 2 * H + 5 * DAY, account="a8"), _cold(), PARAMS
+    )
+    assert much_later.new_payers_long == 2  # a9 and a8; a2's first payment is 5 G earlier
 
 
 def _cold() -> AccountFeatures:
@@ -268,11 +276,42 @@ def test_a_version_1_state_carries_its_history_over() -> None:
         "cool": T0 + 9 * DAY,
     }
     state = upgrade_account_state(old, PARAMS)
-    assert state["v"] == 2 and state["n"] == 2 and state["t"] == [T0, T0 + DAY]
+    assert state["v"] == ACCOUNT_STATE_VERSION and state["n"] == 2
+    assert state["t"] == [T0, T0 + DAY] and state["h"] == [0.0, 0.0]
     assert state["g"] == DAY and "seen" not in state and state["cool"] == T0 + 9 * DAY
     assert state["k"] == {"abcd": T0}
     _, feats = run([withdrawal(T0 + 2 * DAY)], state)
     assert feats[0].n == 2 and feats[0].cooldown
+
+
+def test_a_version_2_state_gains_the_excess_list_and_drops_its_dedupe_memory() -> None:
+    state, _ = run(daily(5))
+    old = json.loads(json.dumps(state))
+    del old["h"]
+    old["v"] = 2
+    old["seen"] = {"w-old": [T0, 1.0, 2.0]}  # features of the old layout (one field fewer)
+    upgraded = upgrade_account_state(old, PARAMS)
+    assert upgraded["v"] == ACCOUNT_STATE_VERSION and "seen" not in upgraded
+    assert upgraded["h"] == [0.0] * len(upgraded["t"]) and upgraded["n"] == 5
+    _, feats = run([withdrawal(T0 + 5 * DAY)], upgraded)
+    assert feats[0].n == 5
+
+
+def test_recent_excess_carries_the_earlier_unusual_withdrawals_of_the_long_window() -> None:
+    history, _ = run(daily(30))  # 100 a day
+    unit = PARAMS.unit_s
+    t = T0 + 40 * DAY
+    big = [withdrawal(t + i * 60, 5000.0, wid=f"big{i}") for i in range(3)]
+    _, feats = run([*big, withdrawal(t + 180, 100.0, wid="small")], history)
+    assert feats[0].recent_excess == 0.0  # nothing unusual before it
+    first = feats[0].amount_vs_history
+    assert first > 1.0
+    assert feats[1].recent_excess == pytest.approx(first)
+    assert feats[2].recent_excess == pytest.approx(first + feats[1].amount_vs_history)
+    # An ordinary withdrawal right after them carries their excess; past the long window none.
+    assert feats[3].recent_excess > 2 * first and feats[3].amount_vs_history < 0.5
+    _, later = run([*big, withdrawal(t + 6 * unit, 100.0, wid="later")], history)
+    assert later[3].recent_excess == 0.0
 
 
 def test_labels_release_and_cooldown() -> None:
@@ -305,7 +344,7 @@ def test_a_destination_report_covers_every_withdrawal_decided_after_it() -> None
 
 def test_every_feature_has_a_reason_with_its_numbers() -> None:
     _, feats = run([*daily(10, 50.0), withdrawal(T0 + 9 * DAY + 30, 5000.0, dest="x")])
-    dst = DestinationFeatures(7, 5)
+    dst = DestinationFeatures(7, 5, 9)
     for family, names in FAMILIES.items():
         for name in names:
             reason = reason_detail(name, feats[-1], dst)
