@@ -1,7 +1,8 @@
 """State size per account and destination, and recovery time for N accounts.
 
 Part 1 (no broker): simulated traffic through the worker's composition (``Stages`` over
-dicts); prints the encoded size of each account / destination state (what the changelog and
+dicts, in micro-batches of 500 as the worker takes them); prints the encoded size of each
+account / destination state (what the changelog and
 the store hold) and the Python memory of the decoded states (tracemalloc), per account.
 
 Part 2 (``--recover N``, needs a broker): writes N account states (encoded states of part 1,
@@ -41,6 +42,8 @@ from detector.stream.app import ACCOUNTS_TABLE, topic_specs  # noqa: E402
 from detector.stream.compat import import_kafka  # noqa: E402
 from detector.stream.topics import delete_topics, ensure_topics  # noqa: E402
 
+BATCH = 500  # the worker's default micro-batch (DETECTOR_BATCH_MAX)
+
 
 def sizes(accounts: int, days: float) -> list[bytes]:
     events = [
@@ -52,7 +55,9 @@ def sizes(accounts: int, days: float) -> list[bytes]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     state = FeatureState(Model.load(DEFAULT_MODEL).params)
-    for event in events:
+    for i, event in enumerate(events):
+        if i % BATCH == 0:
+            state.begin_batch()  # as the worker: earlier batches' dedupe entries are compacted
         state.step(event)
     state.decided.clear()  # the dedupe entries of the destination stage are counted apart
     decoded = tracemalloc.get_traced_memory()[0] - before

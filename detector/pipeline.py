@@ -48,6 +48,7 @@ __all__ = [
     "FeatureState",
     "Feedback",
     "Pending",
+    "Repeat",
     "Stages",
     "Store",
     "apply_feedback",
@@ -65,7 +66,18 @@ SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
 DEDUPE_WINDOW_S = 3600.0
 # Most withdrawal_ids one account remembers (a market maker's hour fits).
 MAX_SEEN = 64
+_COMPACT = 2  # a compacted dedupe entry: [stamp, value] (detector.features reads the value)
 SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
+
+
+class Repeat(NamedTuple):
+    """Stage 1's answer for a withdrawal_id the account forwarded in an earlier batch (the
+    worker's dedupe memory keeps only the time and the value of those, see :func:`remember`):
+    forward it again without features; stage 2 publishes the verdict on record for it (the
+    first copy is ahead of it in the same partition, so it is decided first)."""
+
+
+REPEAT = Repeat()
 
 
 class Pending(NamedTuple):
@@ -172,7 +184,8 @@ class Stages:
 
     def account(self, event: Withdrawal) -> AccountFeatures:
         acc = self.account_at(event, None)
-        assert acc is not None  # without an offset nothing is recognised by offset
+        # Without an offset nothing is recognised by offset; offline nothing is compacted.
+        assert isinstance(acc, AccountFeatures)
         return acc
 
     def begin_batch(self) -> None:
@@ -182,25 +195,29 @@ class Stages:
 
     _batch_started = math.inf  # offline: no batches, plain MAX_SEEN eviction
 
-    def account_at(self, event: Withdrawal, offset: int | None) -> AccountFeatures | None:
+    def account_at(self, event: Withdrawal, offset: int | None) -> AccountFeatures | Repeat | None:
         """Stage 1 for ``event``, the record at ``offset`` of its account's input partition
         (None offline).
 
         A withdrawal_id the account remembers gets its first features again (the repeat is
-        forwarded again; stage 2 publishes the verdict on record). A record at or below the
-        last offset applied to the account, no newer than its newest withdrawal and no longer
-        remembered, is a redelivery of one applied and forwarded long ago: None, nothing to
-        do. (A redelivery can exceed :data:`MAX_SEEN` withdrawals of one account when commits
-        are held back, e.g. during a broker outage: re-applying them counted a hot account's
-        history twice, 104 withdrawals in one chaos run. Its forward was acknowledged: only
-        the batch in flight at a crash can be half-sent, and everything a batch adds to
-        ``seen`` is kept until the next batch.)
+        forwarded again; stage 2 publishes the verdict on record); one remembered from an
+        earlier batch of the worker, whose features are no longer kept, gets :data:`REPEAT`.
+        A record at or below the last offset applied to the account, no newer than its
+        newest withdrawal and no longer remembered, is a redelivery of one applied and
+        forwarded long ago: None, nothing to do. (A redelivery can exceed :data:`MAX_SEEN`
+        withdrawals of one account when commits are held back, e.g. during a broker outage:
+        re-applying them counted a hot account's history twice, 104 withdrawals in one chaos
+        run. Its forward was acknowledged: only the batch in flight at a crash can be
+        half-sent, and everything a batch adds to ``seen`` is kept whole until the next
+        batch.)
         """
         state = self.accounts.get(event.account_id)
         if state is not None:
             state = upgrade_account_state(state, self.params)
             seen = state.get("seen", {}).get(event.withdrawal_id)
             if seen is not None:
+                if len(seen) <= _COMPACT:
+                    return REPEAT
                 return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
             if offset is not None and _applied_before(state, event, offset):
                 return None
@@ -293,9 +310,23 @@ def remember(
     it was processed (``now``, wall clock: a redelivery comes within seconds of processing,
     whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old;
     entries stamped at or after ``keep_since`` (the current batch's) are never evicted by
-    count."""
+    count.
+
+    The worker (``keep_since`` finite) keeps the features only for the current batch's
+    entries: an earlier batch's forwards were acknowledged, so their repeats need only be
+    recognised (:data:`REPEAT`), and those entries shrink to ``[stamp, value]``. The features
+    were ~87% of an account's changelog value (12.4 KB mean, ``bench/bench_state.py``),
+    encoded on every write."""
     seen: dict[str, list[Any]] = state.setdefault("seen", {})
     seen[event.withdrawal_id] = [now, *acc]
+    if keep_since != math.inf:
+        for wid in reversed(seen):
+            entry = seen[wid]
+            if entry[0] >= keep_since:
+                continue
+            if len(entry) <= _COMPACT:
+                break  # older entries were compacted by an earlier call
+            seen[wid] = entry[:_COMPACT]
     # Oldest first (insertion order: ids are added as they are processed, never re-added).
     while len(seen) > MAX_SEEN:
         oldest = next(iter(seen))

@@ -15,7 +15,9 @@ versions side by side during a rolling deploy read each other's records instead 
 dead-lettering them. Each item names the feature schema that computed it (``s``); features
 of another schema (another ``s``, or model inputs missing: a positional list, an older
 release) cannot be scored by this model: the withdrawal is held for review, unscored
-(reason ``unscored``), never dead-lettered or let through.
+(reason ``unscored``), never dead-lettered or let through. An item of schema ``repeat``
+carries no features: a withdrawal_id stage 1 forwarded in an earlier batch, whose verdict
+stage 2 has on record and publishes again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from detector.errors import InvalidEvent
 from detector.events import Withdrawal, validate_withdrawal
 from detector.features import FEATURE_SCHEMA, AccountFeatures
 from detector.labels import Label, validate_label
+from detector.pipeline import Repeat
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 PAYLOAD_VERSION = 2
+REPEAT_SCHEMA = "repeat"  # an item without features: a repeat stage 1 forwarded before
 # Largest forward record (bytes): half the producer's 1 MiB request limit. Items are at
 # most ~66 KiB (a 64 KiB event and its features), so any item fits with room to spare.
 MAX_RECORD_BYTES = 512 * 1024
@@ -46,9 +50,14 @@ _HEAD = b'{"v":2,"items":['
 _TAIL = b"]}"
 
 
-def encode_item(event: Withdrawal, acc: AccountFeatures) -> bytes:
+def encode_item(event: Withdrawal, acc: AccountFeatures | Repeat) -> bytes:
     """One withdrawal and its account features, as an element of a version-2 record
-    (``t``: the event time as epoch seconds, so the reader need not parse it again)."""
+    (``t``: the event time as epoch seconds, so the reader need not parse it again). A
+    :class:`~detector.pipeline.Repeat` goes without features, under the schema name
+    ``repeat``: every reader (this version's or an older one) takes it as features of another
+    schema, i.e. publishes the verdict on record, or holds it unscored if there is none."""
+    if isinstance(acc, Repeat):
+        return orjson.dumps({"e": event.to_json(), "s": REPEAT_SCHEMA, "t": event.requested_at})
     return orjson.dumps(
         {"e": event.to_json(), "a": acc.to_json(), "s": FEATURE_SCHEMA, "t": event.requested_at}
     )

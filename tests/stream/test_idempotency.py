@@ -44,6 +44,37 @@ def test_a_repeated_withdrawal_does_not_move_the_account_history_twice(tmp_path:
     run_with_app(tmp_path, body)
 
 
+def test_a_repeat_of_an_earlier_batch_goes_as_a_repeat_and_gets_the_verdict_on_record(
+    tmp_path: Path,
+) -> None:
+    """The worker keeps an earlier batch's dedupe entries as [stamp, value] only: a repeat
+    of one is forwarded without features (schema ``repeat``), and stage 2 publishes the
+    verdict it has on record, byte for byte; the account's changelog value shrinks."""
+    clock = [NOW]
+    later = {**WITHDRAWAL, "withdrawal_id": "w-2", "requested_at": "2026-11-24T10:05:00Z"}
+
+    async def body(detector: DetectorApp, sent: dict[str, Sent]) -> None:
+        for doc in (WITHDRAWAL, later, WITHDRAWAL):  # one batch each; w-1 comes back
+            await _accounts(detector, doc)
+            clock[0] += 1.0
+        seen = detector.accounts.get("acct-1", 0)["seen"]
+        assert len(seen["w-1"]) == 2 and seen["w-1"][1] == float(WITHDRAWAL["amount_usd"])
+        assert len(seen["w-2"]) > 2  # the newest batch keeps its features
+        forwards = [call["value"] for call in sent["by_destination"].calls]
+        first, _, again = (json.loads(value)["items"][0] for value in forwards)
+        assert again["s"] == "repeat" and "a" not in again and again["e"] == first["e"]
+        async with detector.decide_agent.test_context() as agent:
+            for value in forwards:
+                await agent.put(value, key=None)
+                await asyncio.sleep(0.05)
+        verdicts = [call["value"] for call in sent["decisions"].calls]
+        assert len(verdicts) == 3 and verdicts[2] == verdicts[0]
+        compact = [call["value"] for call in sent["changelog:accounts"].calls][-1]
+        assert compact is not None and b'"w-1":[' in compact
+
+    run_with_app(tmp_path, body, clock=lambda: clock[0])
+
+
 @pytest.mark.parametrize("store", ["detector-memory://", "rocksdb://"])
 def test_a_redelivered_withdrawal_gets_the_byte_identical_verdict(
     tmp_path: Path, store: str
@@ -167,7 +198,7 @@ def test_a_redelivery_longer_than_the_dedupe_memory_moves_no_state() -> None:
     (64) withdrawals, and re-applying the forgotten ones counted its history twice (104
     withdrawals in one chaos run, 186 verdicts then differed from replay). Records at or
     below the account's last applied offset are recognised without the ids."""
-    from detector.pipeline import MAX_SEEN
+    from detector.pipeline import MAX_SEEN, REPEAT
 
     stages = _feature_state()
     events = _hot_account(3 * MAX_SEEN)
@@ -184,7 +215,11 @@ def test_a_redelivery_longer_than_the_dedupe_memory_moves_no_state() -> None:
     assert stages.accounts.get("acct-1")["n"] == len(events)
     remembered = [i for i, acc in enumerate(again) if acc is not None]
     assert remembered == list(range(len(events) - MAX_SEEN, len(events)))
-    assert all(again[i] == first[i] for i in remembered)  # forwarded again, same features
+    # The last batch's are forwarded again with their features (it could have been half
+    # sent); the earlier batches' as repeats without features (their verdicts are on record).
+    last = len(events) - len(events) % 10 if len(events) % 10 else len(events) - 10
+    assert all(again[i] == first[i] for i in remembered if i >= last)
+    assert all(again[i] is REPEAT for i in remembered if i < last)
 
 
 def test_a_batch_keeps_every_withdrawal_it_remembered_until_the_next_one() -> None:
