@@ -2,8 +2,8 @@
 
 Part 1 (no broker): simulated traffic through the worker's composition (``Stages`` over
 dicts, in micro-batches of 500 as the worker takes them); prints the encoded size of each
-account / destination state (what the changelog and
-the store hold) and the Python memory of the decoded states (tracemalloc), per account.
+account / destination state (what the changelog and the store hold) and the Python memory
+of the decoded states (tracemalloc), per account.
 
 Part 2 (``--recover N``, needs a broker): writes N account states (encoded states of part 1,
 cycled under new keys) into a fresh changelog, then starts a worker on that app id and
