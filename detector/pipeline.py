@@ -218,6 +218,9 @@ class Stages:
             if seen is not None:
                 if len(seen) <= _COMPACT:
                     return REPEAT
+                # Forwarded again in this batch (after a crash it may be the first forward
+                # that lands): whole until the next batch, as an entry of this one.
+                seen[0] = max(seen[0], self.clock())
                 return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
             if offset is not None and _applied_before(state, event, offset):
                 return None
