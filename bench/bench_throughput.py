@@ -42,6 +42,7 @@ from detector.stream.topics import TopicSpec, delete_topics, ensure_topics  # no
 
 TICKS = 100  # /proc/<pid>/stat clock ticks per second (Linux default)
 LONE = 200  # lone withdrawals measured (one every 0.2 s)
+WARMUP = 20  # lone withdrawals sent first and not reported (a fresh worker's first verdicts)
 
 
 def preload(settings: Settings, n: int) -> None:
@@ -207,7 +208,7 @@ def latency_ladder(base: Settings, rates: list[float], seconds: float, tmp: Path
             # 30-130 ms); 0: a lone withdrawal every 0.2 s, 200 of them, so p99 is not the max.
             for rate in [-1.0, 0.0, *rates]:
                 ids = []
-                count = {-1.0: 20, 0.0: LONE}.get(rate, int(rate * seconds))
+                count = {-1.0: WARMUP, 0.0: LONE}.get(rate, int(rate * seconds))
                 began = time.perf_counter()
                 for i in range(count):
                     due = began + (i * 0.2 if rate <= 0 else i / rate)
