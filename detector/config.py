@@ -175,6 +175,14 @@ class Settings:
         default=2.0,
         metadata=_env("batch_within_ms", "longest wait for a micro-batch to fill (ms)"),
     )
+    gc_young_threshold: int = field(
+        default=10_000,
+        metadata=_env(
+            "gc_young_threshold",
+            "allocations between the worker's young-generation garbage collections (Python's "
+            "default is 700; 0 keeps it); what startup built is frozen either way",
+        ),
+    )
     web_port: int = field(
         default=6066,
         metadata=_env("web_port", "HTTP port of /metrics, /healthz and /readyz"),
@@ -439,6 +447,8 @@ class Settings:
             raise ConfigError(f"standby_replicas must be >= 0, got {self.standby_replicas}")
         if self.batch_within_ms <= 0:
             raise ConfigError("batch_within_ms must be > 0")
+        if self.gc_young_threshold < 0:
+            raise ConfigError(f"gc_young_threshold must be >= 0, got {self.gc_young_threshold}")
         parse_bootstrap(self.bootstrap_servers)  # raises for an empty or malformed list
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"web_port must be in 1..65535, got {self.web_port}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from detector.config import Settings
+from detector.gctune import settle
 from detector.stream import compat
 from detector.stream.app import create_app, topic_specs
 from detector.stream.topics import ensure_topics
@@ -18,4 +19,5 @@ def run_worker(settings: Settings) -> None:
     )
     detector_app = create_app(settings, model=model)
     worker = compat.QuietWorker(detector_app.app, loglevel=settings.log_level.upper())
+    settle(settings.gc_young_threshold)
     worker.execute_from_commandline()

@@ -33,6 +33,7 @@ CORE = {
     "scoring",
     "model",
     "pipeline",
+    "gctune",
 }
 ENTRY = {"__init__", "__main__", "cli"}
 WINGS = {"stream", "offline", "local", "review", "client"}
