@@ -80,10 +80,13 @@ def replay(
     chunk: list[Pending] = []
     stamp = time.time() if now is None else now
 
+    published = state.decided = _Published()
+
     def flush() -> None:
         decided = decider.decide(chunk, now=stamp)
         for item, verdict in zip(chunk, decided, strict=True):
-            state.record(item, verdict_text(verdict))
+            if item.decided is None:
+                published[item.event.withdrawal_id] = verdict
         verdicts.extend(decided)
         scores.append(decider.last_scores)
         rows.append(decider.last_rows)
@@ -105,6 +108,15 @@ def replay(
         time.perf_counter() - started,
         np.concatenate(rows) if rows else np.empty((0, len(model.feature_names))),
     )
+
+
+class _Published(dict[str, Any]):
+    """The verdicts on record, as documents: encoded (as the worker keeps them) only when a
+    repeat of a withdrawal reads its verdict; replay never changes a document it returned."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        doc = super().get(key)
+        return default if doc is None else verdict_text(doc)
 
 
 def _items(

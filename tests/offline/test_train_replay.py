@@ -15,6 +15,7 @@ from detector.errors import InputFileError, ModelError
 from detector.events import Withdrawal, format_rfc3339
 from detector.features import FEATURE_NAMES
 from detector.model import Model
+from detector.offline import replay as replay_module
 from detector.offline import simulate
 from detector.offline.replay import replay
 from detector.pipeline import Decider, FeatureState
@@ -211,6 +212,21 @@ def test_replay_gives_a_repeated_withdrawal_its_first_verdict_and_state_once() -
     for event in (first, other, first):
         state.step(event)
     assert state.accounts[first.account_id]["n"] == 2  # the repeat changed nothing
+
+
+def test_replay_gives_a_repeat_in_a_later_chunk_its_first_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Across chunks the repeat reads the verdict on record (kept as a document, encoded when
+    a repeat asks): the same verdicts as when all three are scored in one chunk."""
+    model = Model.load(DEFAULT_MODEL)
+    first = w(1, T0, 250_000.0, "bc1q-new")
+    other = w(2, T0 + 60, 120.0, "home-0")
+    together = replay([first, other, first], model, now=T0).verdicts
+    monkeypatch.setattr(replay_module, "CHUNK", 1)
+    apart = replay([first, other, first], model, now=T0).verdicts
+    assert apart == together
+    assert apart[2] == apart[0] and apart[0]["verdict"] != "allow"
 
 
 def test_a_withdrawal_twice_in_one_batch_is_decided_once() -> None:
