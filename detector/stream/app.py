@@ -535,6 +535,7 @@ def create_app(
     @app.timer(interval=_GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def refresh_gauges() -> None:
         _refresh_gauges(app, metrics, health, sources, accounts, committed_seen)
+        metrics.flush_gc()
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -20,4 +20,5 @@ def run_worker(settings: Settings) -> None:
     detector_app = create_app(settings, model=model)
     worker = compat.QuietWorker(detector_app.app, loglevel=settings.log_level.upper())
     settle(settings.gc_young_threshold)
+    detector_app.metrics.watch_gc()  # for the process's life: detector_gc_pause_seconds
     worker.execute_from_commandline()

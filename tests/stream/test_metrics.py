@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import gc
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,7 @@ EXPECTED_FAMILIES = {
     "detector_shadow_verdicts": "counter",
     "detector_shadow_agreement": "counter",
     "detector_feedback_effect_seconds": "histogram",
+    "detector_gc_pause_seconds": "histogram",
 }
 
 
@@ -186,6 +188,26 @@ def test_observe_event_and_batch(registry: CollectorRegistry, metrics: DetectorM
     assert value(registry, "detector_batch_size_bucket", le="200.0") == 2
     assert value(registry, "detector_batch_processing_seconds_count") == 2
     assert value(registry, "detector_batch_processing_seconds_sum") == pytest.approx(0.0304)
+
+
+def test_gc_pauses_reach_the_histogram_at_flush(
+    registry: CollectorRegistry, metrics: DetectorMetrics
+) -> None:
+    stop = metrics.watch_gc()
+    try:
+        gc.collect()  # a full collection: generation 2
+        gc.collect(0)
+        assert value(registry, "detector_gc_pause_seconds_count", generation="2") is None
+        metrics.flush_gc()  # the gauge timer's call: only now, never from the gc callback
+    finally:
+        stop()
+    full = value(registry, "detector_gc_pause_seconds_count", generation="2")
+    young = value(registry, "detector_gc_pause_seconds_count", generation="0")
+    assert full is not None and full >= 1 and young is not None and young >= 1
+    assert (value(registry, "detector_gc_pause_seconds_sum", generation="2") or 0.0) > 0.0
+    gc.collect()  # stopped: nothing more is timed
+    metrics.flush_gc()
+    assert value(registry, "detector_gc_pause_seconds_count", generation="2") == full
 
 
 def test_buckets_fit_the_service() -> None:
