@@ -30,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from chaos import settings_overrides  # noqa: E402
 from kafka_io import isolated_settings  # noqa: E402
 
 from detector.config import Settings  # noqa: E402
@@ -172,11 +173,13 @@ def run_workers(settings: Settings, n: int, workers: int, tmp: Path) -> dict[str
         )
 
 
-def latency_ladder(base: Settings, rates: list[float], seconds: float, tmp: Path) -> None:
+def latency_ladder(
+    base: Settings, rates: list[float], seconds: float, tmp: Path, overrides: dict[str, Any]
+) -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
-    settings = replace(base, app_id=f"bench-lat-{uuid.uuid4().hex[:8]}")
     settings = isolated_settings(base.bootstrap_servers, tmp / "lat", partitions=base.partitions)
+    settings = replace(settings, **overrides)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
@@ -259,6 +262,13 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--skip", default="", help="comma list of: raw,faust,worker,two,latency")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a Settings field of the workers (e.g. batch_max=2000), as chaos.py",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import_kafka()
@@ -266,6 +276,7 @@ def main() -> None:
     settings = isolated_settings(
         Settings.from_env().bootstrap_servers, tmp, partitions=args.partitions
     )
+    settings = replace(settings, **settings_overrides(args.set))
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     try:
         started = time.perf_counter()
@@ -308,7 +319,7 @@ def main() -> None:
         if "latency" not in skip:
             rates = [float(r) for r in args.rates.split(",") if r]
             print("latency, produce -> verdict consumed (one worker):")
-            latency_ladder(settings, rates, args.seconds, tmp)
+            latency_ladder(settings, rates, args.seconds, tmp, settings_overrides(args.set))
     finally:
         delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
 
