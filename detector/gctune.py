@@ -2,9 +2,10 @@
 
 The worker keeps every account's and destination's state in memory, as many small lists and
 dicts: CPython's collector traverses them again and again although they are rarely garbage.
-Draining 50,000 withdrawals (``bench/bench_throughput.py``), one worker spent 2.2-3.0 s of
-28-34 s of CPU in collections, most of it in 11-13 full collections of ~120 ms each (a pause
-of the event loop every few thousand withdrawals). Two measures:
+Draining 50,000 withdrawals (``bench/bench_throughput.py``), one worker spent 1.9-3.0 s of
+23-34 s of CPU in collections, most of it in 11-13 full collections of 110-150 ms each (a
+pause of the event loop every few thousand withdrawals); with the two measures below,
+0.36-0.55 s and 2 full collections (README, Performance). The measures:
 
 - :func:`settle` (the worker, once started): what startup built (modules, the Faust app, the
   model) moves to the permanent generation, never traversed again, and the young generation

@@ -42,7 +42,7 @@ class ReplayResult:
         return len(self.verdicts) / self.seconds if self.seconds > 0 else float("inf")
 
 
-@relaxed()  # many small objects live at once: ~1.1-1.3x events/s (bench/bench_replay.py)
+@relaxed()  # many small objects live at once: ~1.2-1.5x events/s (bench/bench_replay.py)
 def replay(
     events: Iterable[Withdrawal],
     model: Model,
