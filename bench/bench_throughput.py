@@ -5,11 +5,14 @@ agent, measured in one run on the same preloaded topic (needs a broker).
     python bench/bench_throughput.py --n 50000 --rates 500,1000 --seconds 30
 
 (a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
-per event), (c) the detector worker (default model), (d) two workers in one group: each
-drains the same N preloaded withdrawals from the earliest offset; printed: withdrawals/s
-(first to last record handled), Python CPU per withdrawal (process CPU time over the drain)
-and the ratios c/b, c/a. Then the latency ladder: produce -> verdict consumed, p50/p99, at
-fixed offered rates for one worker, and a lone withdrawal.
+per event), (b') a Faust agent consumed as the worker consumes (micro-batches of
+``take_events``, the producer directly, the worker's transport and settings; one fixed JSON
+out per event): what Faust costs the worker before it does anything, (c) the detector worker
+(default model), (d) two workers in one group: each drains the same N preloaded withdrawals
+from the earliest offset; printed: withdrawals/s (first to last record handled), Python CPU
+per withdrawal (process CPU time over the drain) and the ratios c/b, c/a, c/b'. Then the
+latency ladder: produce -> verdict consumed, p50/p99, at fixed offered rates for one worker,
+and a lone withdrawal.
 """
 
 from __future__ import annotations
@@ -261,7 +264,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rates", default="500,1000,2000")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--skip", default="", help="comma list of: raw,faust,worker,two,latency")
+    parser.add_argument(
+        "--skip", default="", help="comma list of: raw,faust,faust-batch,worker,two,latency"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -297,6 +302,11 @@ def main() -> None:
                 "(b) no-op Faust agent",
                 lambda: run_reference("faust", settings, args.n, tmp),
             ),
+            (
+                "faust-batch",
+                "(b') Faust agent, micro-batches as ours",
+                lambda: run_reference("faust-batch", settings, args.n, tmp),
+            ),
             ("worker", "(c) the detector worker", lambda: run_workers(settings, args.n, 1, tmp)),
             ("two", "(d) two workers, one group", lambda: run_workers(settings, args.n, 2, tmp)),
         ]
@@ -312,6 +322,7 @@ def main() -> None:
         for a, b, title in (
             ("worker", "faust", "c/b (worker / no-op Faust agent)"),
             ("worker", "raw", "c/a (worker / raw aiokafka)"),
+            ("worker", "faust-batch", "c/b' (worker / Faust micro-batches)"),
             ("two", "worker", "d/c (two workers / one)"),
         ):
             if a in results and b in results:

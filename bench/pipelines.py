@@ -2,12 +2,15 @@
 
     python bench/pipelines.py raw   BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP N RESULT.json
     python bench/pipelines.py faust BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP N RESULT.json
+    python bench/pipelines.py faust-batch BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP N RESULT.json
 
 * ``raw``: aiokafka ``getmany`` -> ``send`` of a fixed JSON per record (acks=all,
   idempotent), offsets committed after each batch is acknowledged: the transport's ceiling
   in Python.
 * ``faust``: a no-op Faust agent: raw bytes in, a fixed JSON out per event
   (``await topic.send(...)`` per event), Faust's defaults otherwise.
+* ``faust-batch``: Faust consumed the way the worker consumes it (see
+  :func:`faust_batched`), one fixed JSON out per event: the worker's floor.
 
 Each drains N records from the earliest offset and writes ``{"count", "first", "last",
 "cpu_s"}``: wall-clock times of the first and last record handled, and the process CPU time
@@ -118,6 +121,53 @@ def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally)
     worker.execute_from_commandline()
 
 
+def faust_batched(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+    """Faust consumed the way the worker consumes it: micro-batches of ``take_events(500,
+    within=2 ms)``, one record per event produced with the app's producer directly (acks=all,
+    idempotent), the batch's deliveries awaited before the next; the worker's transport, quiet
+    worker and GC settings. What the worker costs above this is its own work."""
+    import faust
+
+    from detector.gctune import settle
+    from detector.stream import compat
+
+    app = faust.App(
+        group,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        producer_acks=-1,
+        loghandlers=[],
+    )
+    raw_kw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    app.transport = compat.DetectorTransport(app.conf.broker_consumer, app)
+    source_topic = app.topic(source, **raw_kw)
+
+    @app.agent(source_topic)
+    async def batched(stream: Any) -> None:
+        async for batch in stream.take_events(500, within=0.002):
+            compat.hold(batch)
+            deliveries = [
+                await app.producer.send(sink, event.key, FIXED, None, None, None) for event in batch
+            ]
+            await asyncio.gather(*deliveries)
+            compat.release(batch)
+            if tally.add(len(batch)):
+                os._exit(0)
+
+    worker = compat.QuietWorker(app, loglevel="WARNING")
+    settle(10_000)
+    worker.execute_from_commandline()
+
+
 def main() -> None:
     mode, bootstrap, source, sink, group, n, path = sys.argv[1:8]
     tally = Tally(int(n), path)
@@ -126,6 +176,9 @@ def main() -> None:
     elif mode == "faust":
         sys.argv = sys.argv[:1]  # Faust's worker parses the command line
         faust_noop(bootstrap, source, sink, group, tally)
+    elif mode == "faust-batch":
+        sys.argv = sys.argv[:1]
+        faust_batched(bootstrap, source, sink, group, tally)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -250,9 +250,10 @@ class Settings:
         metadata=_env(
             "dedupe_window_s",
             "a withdrawal_id seen again within this window gets its first verdict again, "
-            "byte for byte, and changes no state (s); an account remembers its last 64 ids "
-            "with their features, and a redelivered record at or below the input offset it "
-            "last applied changes nothing whatever its age",
+            "byte for byte, and changes no state (s; the account remembers at most 64 ids "
+            "within this much of its own newest withdrawal time, the verdicts on record are "
+            "kept this long by the worker's clock), and a redelivered record at or below the "
+            "input offset the account last applied changes nothing whatever its age",
         ),
     )
     state_ttl_s: float = field(

@@ -12,7 +12,6 @@ stage 2 through Kafka (``detector.stream.wire``: versioned, batched, read by fie
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,12 +60,13 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1  # verdict contract version (architecture.md)
-# How long a withdrawal_id is remembered (s of wall clock since it was processed): a
-# redelivery or a producer's retry within it gets the identical verdict, changes no state.
+# How long a withdrawal_id is remembered: by the account (s of its own withdrawal times
+# before its newest one) and by stage 2's verdicts on record (s of wall clock since decided).
+# A redelivery or a producer's retry within it gets the identical verdict, changes no state.
 DEDUPE_WINDOW_S = 3600.0
 # Most withdrawal_ids one account remembers (a market maker's hour fits).
 MAX_SEEN = 64
-_COMPACT = 2  # a compacted dedupe entry: [stamp, value] (detector.features reads the value)
+_COMPACT = 2  # a compacted dedupe entry: [time, value] (detector.features reads the value)
 SCORE_DECIMALS = 6  # scores are published rounded: stable JSON, identical online and offline
 
 
@@ -191,9 +191,11 @@ class Stages:
     def begin_batch(self) -> None:
         """The worker starts a batch: what it remembers from now on is kept whole until the
         batch's sends are acknowledged (see :meth:`account_at`)."""
-        self._batch_started = self.clock()
+        self._batch = set()
 
-    _batch_started = math.inf  # offline: no batches, plain MAX_SEEN eviction
+    # The withdrawal_ids remembered or forwarded again in the worker's current batch; None
+    # offline (no batches: entries keep their features, the plain window and MAX_SEEN).
+    _batch: set[str] | None = None
 
     def account_at(self, event: Withdrawal, offset: int | None) -> AccountFeatures | Repeat | None:
         """Stage 1 for ``event``, the record at ``offset`` of its account's input partition
@@ -220,14 +222,15 @@ class Stages:
                     return REPEAT
                 # Forwarded again in this batch (after a crash it may be the first forward
                 # that lands): whole until the next batch, as an entry of this one.
-                seen[0] = max(seen[0], self.clock())
+                if self._batch is not None:
+                    self._batch.add(event.withdrawal_id)
                 return AccountFeatures(*seen[1:])  # this version's layout (state versioned)
             if offset is not None and _applied_before(state, event, offset):
                 return None
         state, acc = account_step(state, event, self.params, self.structuring)
         if offset is not None:
             state["o"] = offset
-        remember(state, event, acc, self.dedupe_window_s, self.clock(), self._batch_started)
+        remember(state, event, acc, self.dedupe_window_s, self._batch)
         self.accounts[event.account_id] = state
         return acc
 
@@ -306,39 +309,43 @@ def remember(
     event: Withdrawal,
     acc: AccountFeatures,
     window_s: float,
-    now: float,
-    keep_since: float = math.inf,
+    batch: set[str] | None = None,
 ) -> None:
-    """Add ``event`` to the account's seen withdrawal_ids (in place), stamped with the time
-    it was processed (``now``, wall clock: a redelivery comes within seconds of processing,
-    whatever the event times say): the newest :data:`MAX_SEEN`, at most ``window_s`` old;
-    entries stamped at or after ``keep_since`` (the current batch's) are never evicted by
-    count.
+    """Add ``event`` to the account's seen withdrawal_ids (in place), with its time: the
+    newest :data:`MAX_SEEN`, within ``window_s`` of the account's newest withdrawal time.
 
-    The worker (``keep_since`` finite) keeps the features only for the current batch's
-    entries: an earlier batch's forwards were acknowledged, so their repeats need only be
-    recognised (:data:`REPEAT`), and those entries shrink to ``[stamp, value]``. The features
-    were ~87% of an account's changelog value (12.4 KB mean, ``bench/bench_state.py``),
-    encoded on every write."""
+    The window runs on the account's own withdrawal times, not the clock of the machine that
+    processes them: a producer's retry or a client's resubmission reaches the partition
+    shortly after the original in submission order, whatever the backlog, while a worker
+    draining hours of backlog in minutes would otherwise remember every id of the backlog
+    (``MAX_SEEN`` each, re-encoded on every write: ~100 µs per withdrawal of a drain, see
+    README: Performance). A redelivery by Kafka is recognised by its offset instead
+    (:meth:`Stages.account_at`).
+
+    ``batch`` (the worker's; None offline) holds the ids of the batch in flight: those are
+    never evicted, and keep their features until the next batch. An earlier batch's
+    forwards were acknowledged, so their repeats need only be recognised (:data:`REPEAT`),
+    and those entries shrink to ``[time, value]``. The features were ~87% of an account's
+    changelog value (12.4 KB mean, ``bench/bench_state.py``), encoded on every write."""
     seen: dict[str, list[Any]] = state.setdefault("seen", {})
-    seen[event.withdrawal_id] = [now, *acc]
-    if keep_since != math.inf:
+    seen[event.withdrawal_id] = [event.requested_at, *acc]
+    if batch is not None:
+        batch.add(event.withdrawal_id)
         for wid in reversed(seen):
-            entry = seen[wid]
-            if entry[0] >= keep_since:
+            if wid in batch:
                 continue
+            entry = seen[wid]
             if len(entry) <= _COMPACT:
                 break  # older entries were compacted by an earlier call
             seen[wid] = entry[:_COMPACT]
-    # Oldest first (insertion order: ids are added as they are processed, never re-added).
-    while len(seen) > MAX_SEEN:
+    # Oldest first (insertion order: ids are added as they are processed, never re-added);
+    # a late withdrawal is remembered at least until the next.
+    since = min(float(state["last"]) - window_s, event.requested_at)
+    while seen:
         oldest = next(iter(seen))
-        if seen[oldest][0] >= keep_since:
+        if batch is not None and oldest in batch:
             break
-        del seen[oldest]
-    while True:
-        oldest = next(iter(seen))
-        if seen[oldest][0] >= now - window_s:
+        if len(seen) <= MAX_SEEN and seen[oldest][0] >= since:
             break
         del seen[oldest]
 

@@ -261,9 +261,44 @@ def test_a_batch_keeps_every_withdrawal_it_remembered_until_the_next_one() -> No
     assert len(stages.accounts.get("acct-1")["seen"]) == 2 * MAX_SEEN
     assert [stages.account_at(e, i) for i, e in enumerate(events)] == first
     stages.begin_batch()
-    later = _hot_account(1, start=NOW + 86_400.0)[0]
-    assert stages.account_at(later, len(events)) is not None
+    next_one = _hot_account(1, start=NOW + 30.0 * len(events))[0]  # within the window
+    assert stages.account_at(next_one, len(events)) is not None
     assert len(stages.accounts.get("acct-1")["seen"]) == MAX_SEEN  # the old batch may go
+    stages.begin_batch()
+    next_day = _hot_account(1, start=NOW + 86_400.0)[0]
+    assert stages.account_at(next_day, len(events) + 1) is not None
+    assert list(stages.accounts.get("acct-1")["seen"]) == [next_day.withdrawal_id]
+
+
+def test_the_dedupe_memory_runs_on_the_accounts_withdrawal_times_not_the_clock() -> None:
+    """A drain of a backlog processes days of withdrawals in minutes: the account remembers
+    the ids within the window of its own withdrawal times (a resubmission follows its
+    original in submission order), not every id processed in the last hour."""
+    from detector.config import Settings
+    from detector.pipeline import REPEAT
+
+    window = Settings().dedupe_window_s
+    stages = _feature_state()
+    daily = [
+        _hot_account(1, start=NOW + day * 86_400.0)[0] for day in range(10)
+    ]  # one a day, all processed within a second
+    for offset, event in enumerate(daily):
+        stages.begin_batch()
+        assert stages.account_at(event, offset) is not None
+    seen = stages.accounts.get("acct-1")["seen"]
+    assert list(seen) == [daily[-1].withdrawal_id]
+    # A resubmission within the window of the account's times is recognised, with a new
+    # offset (not a redelivery); one of an id the window left behind is applied again.
+    stages.begin_batch()
+    soon = _hot_account(1, start=daily[-1].requested_at + window / 2)[0]
+    assert stages.account_at(soon, 10) is not None
+    stages.begin_batch()
+    assert stages.account_at(daily[-1], 11) is REPEAT
+    assert stages.accounts.get("acct-1")["n"] == 11
+    stages.begin_batch()
+    again = stages.account_at(daily[0], 12)
+    assert again is not None and again is not REPEAT
+    assert stages.accounts.get("acct-1")["n"] == 12
 
 
 def test_a_topic_recreated_under_the_same_name_is_not_taken_for_a_redelivery() -> None:
