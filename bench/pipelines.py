@@ -88,10 +88,21 @@ async def raw(bootstrap: str, source: str, sink: str, group: str, tally: Tally) 
         await consumer.stop()
 
 
-def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+# Topics of raw bytes (no Faust envelope), as the worker's.
+RAW_TOPIC: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+def _faust_app(group: str, bootstrap: str, **conf: Any) -> Any:
+    """A Faust app reading from the earliest offset, no web server, topics made by the
+    benchmark; ``conf``: more of Faust's settings."""
     import faust
 
-    app = faust.App(
+    return faust.App(
         group,
         broker=f"kafka://{bootstrap}",
         store="memory://",
@@ -99,15 +110,16 @@ def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally)
         topic_allow_declare=False,
         topic_disable_leader=True,
         web_enabled=False,
+        **conf,
     )
-    raw_kw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    source_topic = app.topic(source, **raw_kw)
-    sink_topic = app.topic(sink, **raw_kw)
+
+
+def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+    import faust
+
+    app = _faust_app(group, bootstrap)
+    source_topic = app.topic(source, **RAW_TOPIC)
+    sink_topic = app.topic(sink, **RAW_TOPIC)
 
     @app.agent(source_topic)
     async def noop(stream: Any) -> None:
@@ -126,30 +138,12 @@ def faust_batched(bootstrap: str, source: str, sink: str, group: str, tally: Tal
     within=2 ms)``, one record per event produced with the app's producer directly (acks=all,
     idempotent), the batch's deliveries awaited before the next; the worker's transport, quiet
     worker and GC settings. What the worker costs above this is its own work."""
-    import faust
-
     from detector.gctune import settle
     from detector.stream import compat
 
-    app = faust.App(
-        group,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        web_enabled=False,
-        producer_acks=-1,
-        loghandlers=[],
-    )
-    raw_kw: dict[str, Any] = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
+    app = _faust_app(group, bootstrap, producer_acks=-1, loghandlers=[])
     app.transport = compat.DetectorTransport(app.conf.broker_consumer, app)
-    source_topic = app.topic(source, **raw_kw)
+    source_topic = app.topic(source, **RAW_TOPIC)
 
     @app.agent(source_topic)
     async def batched(stream: Any) -> None:
