@@ -214,7 +214,6 @@ def create_app(
         structuring=structuring,
         dedupe_window_s=window,
         feedback=feedback,
-        clock=clock,
     )
     decider = Decider(
         model, hold_seconds=settings.hold_seconds, feedback=feedback, structuring=structuring

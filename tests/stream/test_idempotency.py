@@ -274,11 +274,10 @@ def test_the_dedupe_memory_runs_on_the_accounts_withdrawal_times_not_the_clock()
     """A drain of a backlog processes days of withdrawals in minutes: the account remembers
     the ids within the window of its own withdrawal times (a resubmission follows its
     original in submission order), not every id processed in the last hour."""
-    from detector.config import Settings
     from detector.pipeline import REPEAT
 
-    window = Settings().dedupe_window_s
     stages = _feature_state()
+    window = stages.dedupe_window_s
     daily = [
         _hot_account(1, start=NOW + day * 86_400.0)[0] for day in range(10)
     ]  # one a day, all processed within a second
