@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from detector.scoring import CompiledForest
+from detector.offline.forests import compile_forest
 
 __all__ = ["main"]
 
@@ -78,7 +78,7 @@ def measure(*, trees: int, features: int, max_samples: int, repeat: int, seed: i
     model = IsolationForest(n_estimators=trees, max_samples=max_samples, random_state=seed)
     model.fit(train)
     start = time.perf_counter()
-    forest = CompiledForest.from_sklearn(model)
+    forest = compile_forest(model)
     compile_ms = (time.perf_counter() - start) * 1e3
 
     probe = np.vstack([_synthetic(rng, BATCH, features), train[:repeat]])

@@ -42,7 +42,7 @@ from detector.stream.app import ACCOUNTS_TABLE, topic_specs  # noqa: E402
 from detector.stream.compat import import_kafka  # noqa: E402
 from detector.stream.topics import delete_topics, ensure_topics  # noqa: E402
 
-BATCH = 500  # the worker's default micro-batch (DETECTOR_BATCH_MAX)
+BATCH = 2000  # the worker's default micro-batch (DETECTOR_BATCH_MAX)
 
 
 def sizes(accounts: int, days: float) -> list[bytes]:

@@ -169,7 +169,7 @@ class Settings:
         ),
     )
     batch_max: int = field(
-        default=500, metadata=_env("batch_max", "largest micro-batch the scorer takes")
+        default=2000, metadata=_env("batch_max", "largest micro-batch the scorer takes")
     )
     batch_within_ms: float = field(
         default=2.0,

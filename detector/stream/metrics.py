@@ -94,13 +94,16 @@ EVENT_PROCESSING_BUCKETS_S: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
-# Seconds per micro-batch (up to `batch_max` = 500 events by default): 0.5 ms .. 10 s.
+# Seconds per micro-batch (up to `batch_max` = 2,000 records by default): 0.5 ms .. 10 s.
 BATCH_PROCESSING_BUCKETS_S: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
-# Events per micro-batch: 1 .. 1000 on a 1-2-5 scale (+Inf catches larger batch_max values).
-BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# Withdrawals per micro-batch: 1 .. 10,000 on a 1-2-5 scale (a stage-2 batch of `batch_max`
+# forwarded records can hold several withdrawals each; +Inf catches the rest).
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000,
+)  # fmt: skip
 
 # Isolation-forest scores (paper convention, higher = more anomalous, in [0, 1]). Normal
 # traffic sits around 0.4-0.5 and the delay/refuse thresholds are expected in 0.55-0.8, so the

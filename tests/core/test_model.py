@@ -16,6 +16,7 @@ from samples import withdrawal
 from detector.errors import ModelError
 from detector.model import (
     CALIBRATION_LEVELS,
+    EXPLAIN_WITHIN,
     MANIFEST,
     SIGNATURE,
     Family,
@@ -251,3 +252,49 @@ def test_reasons_name_the_driving_family_and_its_elevated_inputs(artifact: Path)
         ("destination", "amount_to_new_destination"),
     }
     assert all(len(d) <= 3 for d in drivers)
+
+
+def test_a_rows_reasons_do_not_depend_on_its_batch(artifact: Path) -> None:
+    """``explain`` computes a family's contributions only for the rows that name it; a row's
+    reasons are the same alone, in any batch, and as with every family's contributions."""
+    model = Model.load(artifact)
+    rng = np.random.default_rng(3)
+    ordinary = np.asarray(model.ordinary)
+    # Ordinary rows with one or two families pushed into their tails, and a few untouched.
+    rows = np.repeat(ordinary[None, :], 60, axis=0)
+    for i in range(50):
+        for family in rng.choice(model.families, size=1 + i % 2, replace=False):
+            column = int(rng.choice(family.columns))
+            rows[i, column] += float(rng.uniform(0.5, 6.0))
+    _, evidence = model.score_with_evidence(rows)
+    batch = model.explain(rows, evidence)
+    alone = [model.explain(rows[i : i + 1], evidence[i : i + 1])[0] for i in range(len(rows))]
+    assert batch == alone
+    assert any(len({f for f, _ in d}) == 2 for d in batch)  # some rows name two families
+
+    assert batch == _explain_with_every_family(model, rows, evidence)
+
+
+def _explain_with_every_family(
+    model: Model, rows: np.ndarray, evidence: np.ndarray, limit: int = 3
+) -> list[list[tuple[str, int]]]:
+    """``Model.explain`` as it was written first: every family's contributions for every
+    row, then the same choice (the top family, the second within ``EXPLAIN_WITHIN``)."""
+    gains = {f.name: model.excess_contributions(f, rows) for f in model.families}
+    out: list[list[tuple[str, int]]] = []
+    for i in range(len(rows)):
+        order = np.argsort(-evidence[i], kind="stable")
+        drivers: list[tuple[str, int]] = []
+        for rank, j in enumerate(order[:2]):
+            if rank and evidence[i, j] < evidence[i, order[0]] - EXPLAIN_WITHIN:
+                break
+            family = model.families[int(j)]
+            values, gain = rows[i, family.columns], gains[family.name][i]
+            picked = [
+                k for k, v in enumerate(values) if v > family.notable[k] and v > family.floors[k]
+            ] or [k for k, v in enumerate(values) if v > family.floors[k]]
+            picked = picked or [int(np.argmax(gain))]
+            picked.sort(key=lambda k: -gain[k])
+            drivers.extend((family.name, family.columns[k]) for k in picked[:2])
+        out.append(drivers[:limit])
+    return out
