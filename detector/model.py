@@ -122,8 +122,8 @@ class Family:
 
     @functools.cached_property
     def _table(self) -> FloatArray:
-        # Made once: converting the 1,001 calibration scores on every call cost ~10 us, a
-        # third of scoring a micro-batch of a few withdrawals.
+        # Made once: converting the 1,001 calibration scores on every call cost ~20 us per
+        # family, a third of scoring one withdrawal (bench/bench_decide.py).
         return np.asarray(self.calibration, dtype=np.float64)
 
     def inputs(self, rows: FloatArray) -> FloatArray:
