@@ -5,9 +5,10 @@ agent, measured in one run on the same preloaded topic (needs a broker).
     python bench/bench_throughput.py --n 50000 --rates 500,1000 --seconds 30
 
 (a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
-per event), (b') a Faust agent consumed as the worker consumes (micro-batches of
-``take_events``, the producer directly, the worker's transport and settings; one fixed JSON
-out per event): what Faust costs the worker before it does anything, (c) the detector worker
+per event), (b') a Faust agent in micro-batches of Faust's ``take_events`` (the producer
+directly, the worker's transport and settings; one fixed JSON out per event), (b'') the same
+with the worker's own batch reader (``compat.take_batches``): what Faust costs the worker
+before it does anything, (c) the detector worker
 (default model), (d) two workers in one group: each drains the same N preloaded withdrawals
 from the earliest offset; printed: withdrawals/s (first to last record handled), Python CPU
 per withdrawal (process CPU time over the drain) and the ratios c/b, c/a, c/b'. Then the
@@ -265,7 +266,9 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
-        "--skip", default="", help="comma list of: raw,faust,faust-batch,worker,two,latency"
+        "--skip",
+        default="",
+        help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency",
     )
     parser.add_argument(
         "--set",
@@ -306,6 +309,11 @@ def main() -> None:
                 "faust-batch",
                 "(b') Faust agent, micro-batches as ours",
                 lambda: run_reference("faust-batch", settings, args.n, tmp),
+            ),
+            (
+                "faust-lean",
+                "(b'') as (b'), the worker's batch reader",
+                lambda: run_reference("faust-lean", settings, args.n, tmp),
             ),
             ("worker", "(c) the detector worker", lambda: run_workers(settings, args.n, 1, tmp)),
             ("two", "(d) two workers, one group", lambda: run_workers(settings, args.n, 2, tmp)),

@@ -173,7 +173,10 @@ class Settings:
     )
     batch_within_ms: float = field(
         default=2.0,
-        metadata=_env("batch_within_ms", "longest wait for a micro-batch to fill (ms)"),
+        metadata=_env(
+            "batch_within_ms",
+            "longest wait for a micro-batch to fill (ms); 0: take what is queued, never wait",
+        ),
     )
     gc_young_threshold: int = field(
         default=10_000,
@@ -446,8 +449,8 @@ class Settings:
             raise ConfigError("batch_max must be >= 1")
         if self.standby_replicas < 0:
             raise ConfigError(f"standby_replicas must be >= 0, got {self.standby_replicas}")
-        if self.batch_within_ms <= 0:
-            raise ConfigError("batch_within_ms must be > 0")
+        if not self.batch_within_ms >= 0:  # NaN too
+            raise ConfigError(f"batch_within_ms must be >= 0, got {self.batch_within_ms}")
         if self.gc_young_threshold < 0:
             raise ConfigError(f"gc_young_threshold must be >= 0, got {self.gc_young_threshold}")
         parse_bootstrap(self.bootstrap_servers)  # raises for an empty or malformed list

@@ -341,7 +341,7 @@ def create_app(
     @app.agent(withdrawals_and_labels, name="accounts")
     async def accounts_agent(stream: Any) -> None:
         async with _watched("accounts", health):
-            async for batch in stream.take_events(settings.batch_max, within=batch_within):
+            async for batch in compat.take_batches(stream, settings.batch_max, batch_within):
                 await account_batch(batch)
 
     def destination_items(event: Any) -> tuple[list[Pending], list[Record]]:
@@ -517,7 +517,7 @@ def create_app(
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
         async with _watched("decide", health):
-            async for batch in stream.take_events(settings.batch_max, within=batch_within):
+            async for batch in compat.take_batches(stream, settings.batch_max, batch_within):
                 await decide_batch(batch)
 
     def _changelog_records(store: TableStore) -> list[Record]:

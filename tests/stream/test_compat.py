@@ -552,3 +552,43 @@ def test_store_urls() -> None:
     assert compat.store_url("rocksdb") == "rocksdb://"
     with pytest.raises(KeyError):
         compat.store_url("redis")
+
+
+def test_a_hand_over_stepped_by_hand_is_finished_where_it_waited() -> None:
+    """The drain loop steps a record's hand-over once; one that had to wait is finished by
+    ``_finish`` in a task, which resumes it where it waited (and can cancel it there)."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[int] = loop.create_future()
+        seen: list[str] = []
+
+        async def hand_over() -> int:
+            seen.append("before")
+            got = await gate
+            seen.append("after")
+            return got + 1
+
+        coro = hand_over()
+        waiting_on = coro.send(None)
+        assert seen == ["before"] and waiting_on is gate
+        task = asyncio.ensure_future(compat._finish(coro, waiting_on))
+        await asyncio.sleep(0)
+        assert not task.done()
+        gate.set_result(41)
+        assert await task == 42 and seen == ["before", "after"]
+
+        stuck: asyncio.Future[int] = loop.create_future()
+
+        async def never() -> int:
+            return await stuck
+
+        coro2 = never()
+        task2 = asyncio.ensure_future(compat._finish(coro2, coro2.send(None)))
+        await asyncio.sleep(0)
+        task2.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task2
+        assert stuck.cancelled()
+
+    asyncio.run(body())

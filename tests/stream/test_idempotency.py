@@ -20,9 +20,10 @@ from detector.stream.app import DetectorApp
 
 
 async def _accounts(detector: DetectorApp, *docs: dict[str, Any]) -> None:
+    """``docs`` through the account stage, queued at once: one micro-batch."""
     async with detector.accounts_agent.test_context() as agent:
         for doc in docs:
-            await agent.put(json.dumps(doc).encode(), key=doc["account_id"].encode())
+            await agent.put(json.dumps(doc).encode(), key=doc["account_id"].encode(), wait=False)
         await asyncio.sleep(0.1)
 
 
