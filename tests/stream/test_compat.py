@@ -211,16 +211,23 @@ def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
         "getmany",
         "_seek",
         "_wait_next_records",
+        "_drain_messages",
     )
     for name in names:
         assert name in vars(Consumer), name  # Faust still has what we override
         assert name in vars(compat.SafeCommitConsumer), name
     for attribute in ("_acked", "_acked_index", "_gap", "_committed_offset", "_read_offset"):
         assert hasattr(consumer, attribute), attribute
-    # Faust's drain loop still calls _add_gap(last read + 1, offset being delivered).
-    assert "await self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(
-        Consumer._drain_messages
-    )
+    # Faust's drain loop (ours replaces it) still calls _add_gap(last read + 1, offset being
+    # delivered) and hands records over under wait_first with the flow's suspension.
+    faust_loop = inspect.getsource(Consumer._drain_messages)
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in faust_loop
+    assert "callback(message), self.suspend_flow.wait()" in faust_loop
+    # What take_batches reads of a stream and a consumer, as Faust's stream iterator does.
+    stream = detector_app.app.stream(detector_app.app.channel())
+    for attribute in ("_on_message_in", "_processors", "channel", "should_stop"):
+        assert hasattr(stream, attribute), attribute
+    assert hasattr(consumer, "unacked") and hasattr(detector_app.app, "consumer_generation_id")
 
 
 def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorApp) -> None:
