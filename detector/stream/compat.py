@@ -544,9 +544,12 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
     ``bench/bench_throughput.py``'s reference pipelines). A batch is every record queued,
     up to ``max_``; when fewer, it waits ``within`` seconds once for more (0: never).
 
-    The rest is Faust's stream iterator, kept: records of an earlier consumer generation
-    (fetched before a rebalance) or delivered while the flow is suspended are skipped and
-    acked as Faust does; the others are tracked as unacked by the consumer, run through the
+    The rest is Faust's stream iterator, kept, with one change: records of an earlier
+    consumer generation (fetched before a rebalance) or delivered while the flow is suspended
+    are dropped *unacked* (Faust acks them: an offset acked that way after the rebalance
+    dropped the partition's bookkeeping let a commit pass a record never processed, a lost
+    withdrawal in a chaos run); the seek after the rebalance fetches them again. The others
+    are tracked as unacked by the consumer, run through the
     stream's processors if it has any (Faust's agent test wrapper adds one), and acked only
     after the caller is done with the batch, so a batch whose processing raises (or is
     cancelled) is never acked and its offsets are never committed.
@@ -574,8 +577,7 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
         for event in got:
             message = event.message
             if not active or message.generation_id != generation:
-                await stream.ack(event)
-                continue
+                continue  # fetched before a rebalance: dropped unacked, it is fetched again
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True
                 track(message)
