@@ -100,11 +100,14 @@ RAW_TOPIC: dict[str, Any] = {
 def _faust_app(group: str, bootstrap: str, **conf: Any) -> Any:
     """A Faust app reading from the earliest offset, no web server, topics made by the
     benchmark; ``conf``: more of Faust's settings."""
+    import tempfile
+
     import faust
 
     return faust.App(
         group,
         broker=f"kafka://{bootstrap}",
+        datadir=tempfile.mkdtemp(prefix=f"bench-{group}-"),
         store="memory://",
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
