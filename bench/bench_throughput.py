@@ -12,13 +12,16 @@ before it does anything, (c) the detector worker
 (default model), (d) two workers in one group: each drains the same N preloaded withdrawals
 from the earliest offset; printed: withdrawals/s (first to last record handled), Python CPU
 per withdrawal (process CPU time over the drain) and the ratios c/b, c/a, c/b'. Then the
-latency ladder: produce -> verdict consumed, p50/p99, at fixed offered rates for one worker,
-and a lone withdrawal.
+latency ladder: produce -> verdict consumed, p50/p99, at fixed offered rates and for a lone
+withdrawal, through (e) a raw aiokafka relay with the worker's topology and no work (a
+forward, then the verdict on record and the verdict, each round acknowledged: what the
+broker and the transport cost on this machine) and through one worker, and the difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -27,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,14 +181,44 @@ def run_workers(settings: Settings, n: int, workers: int, tmp: Path) -> dict[str
         )
 
 
+@contextlib.contextmanager
+def relay_process(settings: Settings, tmp: Path) -> Iterator[None]:
+    """``pipelines.py relay`` from the withdrawals topic to the decisions topic, with its
+    own two intermediate topics, until the block exits."""
+    sink = settings.topic_decisions
+    ensure_topics(
+        settings.bootstrap_servers,
+        [TopicSpec(f"{sink}-{t}", settings.partitions) for t in ("mid", "record")],
+    )
+    command = [sys.executable, str(REPO / "bench" / "pipelines.py"), "relay"]
+    command += [settings.bootstrap_list[0], settings.topic_withdrawals, sink]
+    command += [f"bench-relay-{uuid.uuid4().hex[:8]}", "0", "-"]
+    with (tmp / "relay.log").open("wb") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        yield
+    finally:
+        stop_process(proc)
+        delete_topics(settings.bootstrap_servers, [f"{sink}-{t}" for t in ("mid", "record")])
+
+
 def latency_ladder(
-    base: Settings, rates: list[float], seconds: float, tmp: Path, overrides: dict[str, Any]
-) -> None:
+    base: Settings,
+    rates: list[float],
+    seconds: float,
+    tmp: Path,
+    overrides: dict[str, Any],
+    *,
+    relay: bool = False,
+) -> dict[float, tuple[float, float]]:
+    """Produce -> verdict consumed at each offered rate (0: a lone withdrawal), through one
+    worker or (``relay``) the raw aiokafka relay; returns ``{rate: (p50 ms, p99 ms)}``."""
     from kafka import KafkaConsumer, KafkaProducer
 
     settings = isolated_settings(base.bootstrap_servers, tmp / "lat", partitions=base.partitions)
     settings = replace(settings, **overrides)
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
+    figures: dict[float, tuple[float, float]] = {}
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     stop = threading.Event()
@@ -204,7 +238,12 @@ def latency_ladder(
         consumer.close()
 
     try:
-        with worker_process(settings, log_path=tmp / "latency-worker.log"):
+        pipeline = (
+            relay_process(settings, tmp)
+            if relay
+            else worker_process(settings, log_path=tmp / "latency-worker.log")
+        )
+        with pipeline:
             reader = threading.Thread(target=consume, daemon=True)
             reader.start()
             producer = KafkaProducer(
@@ -248,6 +287,7 @@ def latency_ladder(
                 missing = len(ids) - len(lat)
                 label = "lone withdrawal" if rate == 0 else f"{rate:,.0f}/s for {seconds:g} s"
                 if lat and rate >= 0:
+                    figures[rate] = (statistics.median(lat), lat[int(0.99 * (len(lat) - 1))])
                     print(
                         f"  {label:22s} p50 {statistics.median(lat):7.1f} ms   "
                         f"p99 {lat[int(0.99 * (len(lat) - 1))]:7.1f} ms   "
@@ -257,6 +297,7 @@ def latency_ladder(
             stop.set()
     finally:
         delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
+    return figures
 
 
 def main() -> None:
@@ -268,7 +309,7 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency",
+        help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency,relay",
     )
     parser.add_argument(
         "--set",
@@ -287,12 +328,14 @@ def main() -> None:
     settings = replace(settings, **settings_overrides(args.set))
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     try:
-        started = time.perf_counter()
-        preload(settings, args.n)
-        print(
-            f"preloaded {args.n:,} withdrawals on {args.partitions} partitions in "
-            f"{time.perf_counter() - started:.1f} s; draining each from the earliest offset"
-        )
+        drains = {"raw", "faust", "faust-batch", "faust-lean", "worker", "two"} - skip
+        if drains:
+            started = time.perf_counter()
+            preload(settings, args.n)
+            print(
+                f"preloaded {args.n:,} withdrawals on {args.partitions} partitions in "
+                f"{time.perf_counter() - started:.1f} s; draining each from the earliest offset"
+            )
         results: dict[str, dict[str, Any]] = {}
         plan = [
             (
@@ -337,8 +380,20 @@ def main() -> None:
                 print(f"{title:34s} {results[a]['rate'] / results[b]['rate']:.3f}x")
         if "latency" not in skip:
             rates = [float(r) for r in args.rates.split(",") if r]
+            overrides = settings_overrides(args.set)
+            floor = {}
+            if "relay" not in skip:
+                print("latency, produce -> verdict consumed, (e) raw aiokafka relay, no work:")
+                floor = latency_ladder(settings, rates, args.seconds, tmp, overrides, relay=True)
             print("latency, produce -> verdict consumed (one worker):")
-            latency_ladder(settings, rates, args.seconds, tmp, settings_overrides(args.set))
+            ours = latency_ladder(settings, rates, args.seconds, tmp, overrides)
+            for rate in sorted(set(floor) & set(ours)):
+                label = "lone withdrawal" if rate == 0 else f"{rate:,.0f}/s"
+                (p50, p99), (f50, f99) = ours[rate], floor[rate]
+                print(
+                    f"  worker - relay, {label:16s} p50 {p50 - f50:+7.1f} ms   "
+                    f"p99 {p99 - f99:+7.1f} ms"
+                )
     finally:
         delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
 

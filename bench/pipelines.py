@@ -10,7 +10,10 @@
 * ``faust``: a no-op Faust agent: raw bytes in, a fixed JSON out per event
   (``await topic.send(...)`` per event), Faust's defaults otherwise.
 * ``faust-batch``: Faust consumed the way the worker consumes it (see
-  :func:`faust_batched`), one fixed JSON out per event: the worker's floor.
+  :func:`faust_micro`), one fixed JSON out per event: the worker's floor; ``faust-lean``:
+  the same with the worker's own batch reader.
+* ``relay``: the worker's topology (two stages, three acknowledged rounds) in raw aiokafka,
+  no work, until killed (N and RESULT.json are ignored): the latency ladder's floor.
 
 Each drains N records from the earliest offset and writes ``{"count", "first", "last",
 "cpu_s"}``: wall-clock times of the first and last record handled, and the process CPU time
@@ -136,11 +139,15 @@ def faust_noop(bootstrap: str, source: str, sink: str, group: str, tally: Tally)
     worker.execute_from_commandline()
 
 
-def faust_batched(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
-    """Faust consumed the way the worker consumes it: micro-batches of ``take_events(500,
-    within=2 ms)``, one record per event produced with the app's producer directly (acks=all,
-    idempotent), the batch's deliveries awaited before the next; the worker's transport, quiet
-    worker and GC settings. What the worker costs above this is its own work."""
+def faust_micro(
+    bootstrap: str, source: str, sink: str, group: str, tally: Tally, *, lean: bool
+) -> None:
+    """Faust consumed the way the worker consumes it: micro-batches (up to 500, 2 ms), one
+    record per event produced with the app's producer directly (acks=all, idempotent), the
+    batch's deliveries awaited before the next; the worker's transport, quiet worker and GC
+    settings. What the worker costs above this is its own work. ``lean``: batches from the
+    worker's own reader (:func:`detector.stream.compat.take_batches`); otherwise Faust's
+    ``take_events``."""
     from detector.gctune import settle
     from detector.stream import compat
 
@@ -150,7 +157,12 @@ def faust_batched(bootstrap: str, source: str, sink: str, group: str, tally: Tal
 
     @app.agent(source_topic)
     async def batched(stream: Any) -> None:
-        async for batch in stream.take_events(500, within=0.002):
+        batches = (
+            compat.take_batches(stream, 500, 0.002)
+            if lean
+            else stream.take_events(500, within=0.002)
+        )
+        async for batch in batches:
             compat.hold(batch)
             deliveries = [
                 await app.producer.send(sink, event.key, FIXED, None, None, None) for event in batch
@@ -165,29 +177,46 @@ def faust_batched(bootstrap: str, source: str, sink: str, group: str, tally: Tal
     worker.execute_from_commandline()
 
 
-def faust_lean(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
-    """As :func:`faust_batched`, with the worker's own batch reader
-    (:func:`detector.stream.compat.take_batches`) instead of ``take_events``."""
-    from detector.gctune import settle
-    from detector.stream import compat
+async def relay(bootstrap: str, source: str, sink: str, group: str) -> None:
+    """The worker's topology with no work, in raw aiokafka (the latency ladder's floor): a
+    record of ``source`` is forwarded to ``<sink>-mid`` (acks=all, awaited, offsets
+    committed); a record of ``<sink>-mid`` is written to ``<sink>-record``, then, once that
+    is acknowledged, to ``sink`` (the verdict on record, then the verdict). Runs until
+    killed."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    app = _faust_app(group, bootstrap, producer_acks=-1, loghandlers=[])
-    app.transport = compat.DetectorTransport(app.conf.broker_consumer, app)
-    source_topic = app.topic(source, **RAW_TOPIC)
+    mid, on_record = f"{sink}-mid", f"{sink}-record"
+    consumer = AIOKafkaConsumer(
+        source,
+        mid,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
 
-    @app.agent(source_topic)
-    async def lean(stream: Any) -> None:
-        async for batch in compat.take_batches(stream, 500, 0.002):
-            deliveries = [
-                await app.producer.send(sink, event.key, FIXED, None, None, None) for event in batch
-            ]
-            await asyncio.gather(*deliveries)
-            if tally.add(len(batch)):
-                os._exit(0)
+    async def send_all(topic: str, records: list[Any]) -> None:
+        futures = [await producer.send(topic, key=r.key, value=r.value) for r in records]
+        await asyncio.gather(*futures)
 
-    worker = compat.QuietWorker(app, loglevel="WARNING")
-    settle(10_000)
-    worker.execute_from_commandline()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            incoming = [r for tp, rs in batches.items() if tp.topic == source for r in rs]
+            forwarded = [r for tp, rs in batches.items() if tp.topic == mid for r in rs]
+            if incoming:
+                await send_all(mid, incoming)
+            if forwarded:
+                await send_all(on_record, forwarded)
+                await send_all(sink, forwarded)
+            if batches:
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
 
 def main() -> None:
@@ -198,12 +227,11 @@ def main() -> None:
     elif mode == "faust":
         sys.argv = sys.argv[:1]  # Faust's worker parses the command line
         faust_noop(bootstrap, source, sink, group, tally)
-    elif mode == "faust-batch":
+    elif mode in ("faust-batch", "faust-lean"):
         sys.argv = sys.argv[:1]
-        faust_batched(bootstrap, source, sink, group, tally)
-    elif mode == "faust-lean":
-        sys.argv = sys.argv[:1]
-        faust_lean(bootstrap, source, sink, group, tally)
+        faust_micro(bootstrap, source, sink, group, tally, lean=mode == "faust-lean")
+    elif mode == "relay":
+        asyncio.run(relay(bootstrap, source, sink, group))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
