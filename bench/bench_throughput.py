@@ -3,6 +3,8 @@ agent, measured in one run on the same preloaded topic (needs a broker).
 
     python bench/bench_throughput.py                 # 200,000 withdrawals, 4 partitions
     python bench/bench_throughput.py --n 50000 --rates 500,1000 --seconds 30
+    python bench/bench_throughput.py --n 60000 --skip raw,faust,faust-batch,faust-lean,latency \
+        --cpu-quota 0.4                          # (c) and (d), each worker capped at 0.4 core
 
 (a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
 per event), (b') a Faust agent in micro-batches of Faust's ``take_events`` (the producer
@@ -147,7 +149,55 @@ def _count(settings: Settings, topic: str) -> int:
     return sum(ends[tp] - starts[tp] for tp in tps)
 
 
-def run_workers(settings: Settings, n: int, workers: int, tmp: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def cpu_quota(pid: int, cores: float) -> Iterator[None]:
+    """Cap process ``pid`` (all its threads) at ``cores`` of CPU time with a cgroup of its own
+    (cgroup v1's cpu controller or cgroup v2's cpu.max; needs root), removed afterwards."""
+    period = 100_000
+    quota = int(cores * period)
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists():
+        group = v1 / f"bench-{uuid.uuid4().hex[:8]}"
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text(str(period))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+        back = v1
+    elif "cpu" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split():
+        back = Path("/sys/fs/cgroup")
+        (back / "cgroup.subtree_control").write_text("+cpu")
+        group = back / f"bench-{uuid.uuid4().hex[:8]}"
+        group.mkdir()
+        (group / "cpu.max").write_text(f"{quota} {period}")
+    else:
+        raise SystemExit("--cpu-quota needs the cgroup cpu controller (v1 or v2) and root")
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (back / "cgroup.procs").write_text(str(pid))
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def _batch_sizes(port: int) -> tuple[float, float]:
+    """(withdrawals scored, scoring calls) from a worker's /metrics (stage 2's batches)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key in found:
+            if name == f"detector_batch_size_{key}":
+                found[key] = float(value)
+    return found["sum"], found["count"]
+
+
+def run_workers(
+    settings: Settings, n: int, workers: int, tmp: Path, quota: float = 0.0
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     decisions = f"bench-decisions-{run}"
     mine = replace(settings, app_id=f"bench-{run}", topic_decisions=decisions)
@@ -164,16 +214,26 @@ def run_workers(settings: Settings, n: int, workers: int, tmp: Path) -> dict[str
                 proc = stack.enter_context(
                     worker_process(port_settings, log_path=tmp / f"worker-{run}-{i}.log")
                 )
+                if quota > 0:
+                    stack.enter_context(cpu_quota(proc.pid, quota))
                 procs.append(proc)
                 cpu0.append(_cpu_s(proc.pid))
             deadline = time.monotonic() + 3600
             while _count(mine, decisions) < n and time.monotonic() < deadline:
                 time.sleep(0.5)
             cpu = sum(_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+            batches = [_batch_sizes(mine.web_port + i) for i in range(workers)]
             for proc in procs:
                 stop_process(proc)
         count, first, last = _record_times(mine, decisions)
-        return {"count": count, "first": first, "last": last, "cpu_s": cpu}
+        scored, calls = (sum(b[i] for b in batches) for i in (0, 1))
+        return {
+            "count": count,
+            "first": first,
+            "last": last,
+            "cpu_s": cpu,
+            "batch": scored / max(calls, 1),
+        }
     finally:
         delete_topics(
             mine.bootstrap_servers,
@@ -312,6 +372,14 @@ def main() -> None:
         help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency,relay",
     )
     parser.add_argument(
+        "--cpu-quota",
+        type=float,
+        default=0.0,
+        metavar="CORES",
+        help="cap each worker of (c) and (d) at CORES of CPU (a cgroup each; root): a core of "
+        "its own for each worker, scaled down to what the machine has",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -358,8 +426,16 @@ def main() -> None:
                 "(b'') as (b'), the worker's batch reader",
                 lambda: run_reference("faust-lean", settings, args.n, tmp),
             ),
-            ("worker", "(c) the detector worker", lambda: run_workers(settings, args.n, 1, tmp)),
-            ("two", "(d) two workers, one group", lambda: run_workers(settings, args.n, 2, tmp)),
+            (
+                "worker",
+                "(c) the detector worker",
+                lambda: run_workers(settings, args.n, 1, tmp, args.cpu_quota),
+            ),
+            (
+                "two",
+                "(d) two workers, one group",
+                lambda: run_workers(settings, args.n, 2, tmp, args.cpu_quota),
+            ),
         ]
         print(f"{'pipeline':40s} {'withdrawals/s':>14s} {'CPU µs/withdrawal':>18s}")
         for key, title, run in plan:
@@ -369,7 +445,8 @@ def main() -> None:
             rate = r["count"] / max(r["last"] - r["first"], 1e-9)
             cpu_us = r["cpu_s"] / max(r["count"], 1) * 1e6
             results[key] = {"rate": rate, "cpu_us": cpu_us, **r}
-            print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}")
+            extra = f"   (stage 2: {r['batch']:,.0f} per batch)" if "batch" in r else ""
+            print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}{extra}")
         for a, b, title in (
             ("worker", "faust", "c/b (worker / no-op Faust agent)"),
             ("worker", "raw", "c/a (worker / raw aiokafka)"),
