@@ -242,7 +242,7 @@ def run_workers(
 
 
 @contextlib.contextmanager
-def relay_process(settings: Settings, tmp: Path) -> Iterator[None]:
+def relay_process(settings: Settings, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``pipelines.py relay`` from the withdrawals topic to the decisions topic, with its
     own two intermediate topics, until the block exits."""
     sink = settings.topic_decisions
@@ -256,7 +256,7 @@ def relay_process(settings: Settings, tmp: Path) -> Iterator[None]:
     with (tmp / "relay.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        yield
+        yield proc
     finally:
         stop_process(proc)
         delete_topics(settings.bootstrap_servers, [f"{sink}-{t}" for t in ("mid", "record")])
@@ -303,7 +303,7 @@ def latency_ladder(
             if relay
             else worker_process(settings, log_path=tmp / "latency-worker.log")
         )
-        with pipeline:
+        with pipeline as proc:
             reader = threading.Thread(target=consume, daemon=True)
             reader.start()
             producer = KafkaProducer(
@@ -315,7 +315,7 @@ def latency_ladder(
             for rate in [-1.0, 0.0, *rates]:
                 ids = []
                 count = {-1.0: WARMUP, 0.0: LONE}.get(rate, int(rate * seconds))
-                began = time.perf_counter()
+                began, cpu0 = time.perf_counter(), _cpu_s(proc.pid)
                 for i in range(count):
                     due = began + (i * 0.2 if rate <= 0 else i / rate)
                     pause = due - time.perf_counter()
@@ -343,6 +343,7 @@ def latency_ladder(
                         producer.flush()
                 producer.flush()
                 time.sleep(3.0)
+                cpu_us = (_cpu_s(proc.pid) - cpu0) / count * 1e6
                 lat = sorted((got[w] - sent[w]) * 1000 for w in ids if w in got)
                 missing = len(ids) - len(lat)
                 label = "lone withdrawal" if rate == 0 else f"{rate:,.0f}/s for {seconds:g} s"
@@ -351,7 +352,8 @@ def latency_ladder(
                     print(
                         f"  {label:22s} p50 {statistics.median(lat):7.1f} ms   "
                         f"p99 {lat[int(0.99 * (len(lat) - 1))]:7.1f} ms   "
-                        f"({len(lat)} verdicts, {missing} missing)"
+                        f"({len(lat)} verdicts, {missing} missing; "
+                        f"CPU {cpu_us:,.0f} µs/withdrawal)"
                     )
             producer.close()
             stop.set()
