@@ -262,13 +262,13 @@ class Model:
         # family's contributions for the rows that name it only: a row's contributions do not
         # depend on the other rows, and most rows name one family.
         named: list[list[int]] = []
-        for i in range(len(rows)):
-            order = np.argsort(-evidence[i], kind="stable")
+        strongest = np.argsort(-evidence, axis=1, kind="stable")[:, :2].tolist()
+        for i, order in enumerate(strongest):
             top = evidence[i, order[0]]
             named.append(
                 [
-                    int(j)
-                    for rank, j in enumerate(order[:2])
+                    j
+                    for rank, j in enumerate(order)
                     if not rank or evidence[i, j] >= top - EXPLAIN_WITHIN
                 ]
             )

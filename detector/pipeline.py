@@ -424,7 +424,7 @@ class Decider:
                 scores[i] = float(out[i].get("score", 0.0))
         self.last_scores = scores
         policy = self.model.policy
-        verdicts = {i: policy.verdict(float(scores[i])) for i in fresh}
+        verdicts = dict(zip(fresh, policy.verdicts(scores[fresh]), strict=True))
         flagged = [i for i in fresh if verdicts[i] != "allow"]
         reasons: dict[int, list[dict[str, str]]] = {}
         if flagged:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
     "DEFAULT_DELAY_RATE",
     "DEFAULT_REFUSE_RATE",
@@ -44,6 +47,12 @@ class Policy:
         if score >= self.delay_threshold:
             return "delay"
         return "allow"
+
+    def verdicts(self, scores: npt.NDArray[np.float64]) -> list[Verdict]:
+        """:meth:`verdict` of each score, compared as one array."""
+        kind = (scores >= self.delay_threshold).astype(np.intp)
+        kind += scores >= self.refuse_threshold  # refuse_threshold >= delay_threshold
+        return [VERDICTS[k] for k in kind.tolist()]
 
     def to_json(self) -> dict[str, Any]:
         return {"delay_threshold": self.delay_threshold, "refuse_threshold": self.refuse_threshold}

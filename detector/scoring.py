@@ -168,6 +168,20 @@ def _order_key(values: _F32Array) -> npt.NDArray[np.int32]:
     return key
 
 
+def _distinct_rows(keys: _I64Array) -> tuple[_I64Array, _IntArray]:
+    """The distinct rows of ``keys`` (``(n, d)``) and, per row, the index of its
+    distinct row: ``distinct[inverse]`` equals ``keys``. A lexicographic sort and one
+    comparison of neighbours: ~0.1-0.2 us per row, against ~2 us per row to walk 100 trees."""
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    first = np.empty(keys.shape[0], dtype=bool)  # the first row of each run of equal rows
+    first[:1] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=first[1:])
+    inverse = np.empty(keys.shape[0], dtype=np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
 def _canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
@@ -423,12 +437,17 @@ class CompiledForest:
             exponent = np.array([-(self._depth_sum_one(keys[0]) / self._denominator)])
             one: FloatArray = np.exp2(exponent)
             return one
-        depth_sum = np.empty(n, dtype=np.float64)
-        for start in range(0, n, self._chunk_rows):
-            stop = min(n, start + self._chunk_rows)
-            leaves = self._walk(keys[start:stop])
+        # Equal keys walk equal paths: each distinct row is walked once (a row's sum does not
+        # depend on the other rows). Inputs floored at their training medians repeat a lot:
+        # of 4,096 simulated withdrawals, ~650 distinct destination-family rows.
+        distinct, inverse = _distinct_rows(keys)
+        m = distinct.shape[0]
+        depth_sum = np.empty(m, dtype=np.float64)
+        for start in range(0, m, self._chunk_rows):
+            stop = min(m, start + self._chunk_rows)
+            leaves = self._walk(distinct[start:stop])
             depth_sum[start:stop] = self._path_length.take(leaves).sum(axis=1)
-        result: FloatArray = np.exp2(-(depth_sum / self._denominator))
+        result: FloatArray = np.exp2(-(depth_sum / self._denominator)).take(inverse)
         return result
 
     # The walks below call ndarray.take(indices, None, out, "wrap") and ufuncs with a

@@ -28,6 +28,7 @@ from detector.model import (
     sign_artifact,
 )
 from detector.pipeline import FeatureState
+from detector.policy import Policy
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
 
@@ -298,3 +299,12 @@ def _explain_with_every_family(
             drivers.extend((family.name, family.columns[k]) for k in picked[:2])
         out.append(drivers[:limit])
     return out
+
+
+def test_policy_verdicts_of_a_batch_equal_one_by_one() -> None:
+    policy = Policy(delay_threshold=0.5, refuse_threshold=0.6)
+    scores = np.array([0.0, 0.4999999999, 0.5, 0.55, 0.6, 0.6000001, 1.0, np.nextafter(0.5, 0)])
+    assert policy.verdicts(scores) == [policy.verdict(float(s)) for s in scores]
+    same = Policy(delay_threshold=0.5, refuse_threshold=0.5)
+    assert same.verdicts(scores) == [same.verdict(float(s)) for s in scores]
+    assert policy.verdicts(np.empty(0)) == []

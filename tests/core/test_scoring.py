@@ -209,6 +209,25 @@ def test_single_rows_equal_the_batch(
     np.testing.assert_allclose(singles, batch, rtol=0, atol=1e-15)
 
 
+def test_repeated_rows_score_as_when_scored_alone(train: np.ndarray) -> None:
+    """A batch walks each distinct row once: with repeats (also ``-0.0`` beside ``0.0``, and
+    two float64 values of one float32) every score is bit-identical to the row's own."""
+    model = _fit(train, n_estimators=40)
+    forest = compile_forest(model)
+    rng = np.random.default_rng(15)
+    base = _probe_rows(rng, train)
+    rows = base[rng.integers(0, len(base), size=300)]
+    rows[::7] = 0.0
+    rows[3::7] = -0.0
+    rows[5::11] += 1e-12  # the same float32 as before for every probe row
+    batch = forest.score(rows)
+    assert len(np.unique(rows, axis=0)) < len(rows) // 2
+    # Each row in a batch of two with a fixed other row: no repeat of it to share a walk.
+    alone = [forest.score(np.vstack([row, base[-1] + 0.5]))[0] for row in rows]
+    assert np.array_equal(batch, alone)
+    np.testing.assert_allclose(batch, _sklearn_score(model, rows), rtol=0, atol=TOLERANCE)
+
+
 @pytest.mark.parametrize(("index_bits", "credit_cells"), [(0, 1 << 22), (31, 0), (0, 0)])
 def test_fallback_layouts_agree(
     monkeypatch: pytest.MonkeyPatch, train: np.ndarray, index_bits: int, credit_cells: int
