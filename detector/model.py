@@ -63,6 +63,7 @@ __all__ = [
     "COMBINE_METHODS",
     "DEFAULT_ALPHA",
     "MODEL_FORMAT",
+    "READABLE_FORMATS",
     "Family",
     "Model",
     "ModelStore",
@@ -76,7 +77,11 @@ __all__ = [
     "sign_artifact",
 ]
 
-MODEL_FORMAT = 3  # bump when the manifest or the files change meaning; load refuses others
+MODEL_FORMAT = 4  # bump when the manifest or the files change meaning; load refuses others
+# Formats this build reads: 3 lacks each family's ``tail_to`` (its evidence ends the empirical
+# part at LEGACY_TAIL_TO); 4 saves it, so a build that reads only 3 refuses a 4 rather than
+# scoring it with the wrong tail.
+READABLE_FORMATS = (3, 4)
 COMBINE_METHODS = ("evidence", "max_percentile")
 DEFAULT_ALPHA = 0.35
 # Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where training
@@ -361,6 +366,7 @@ class Model:
     def load(cls, directory: Path, *, verifier: Verifier | None = None) -> Model:
         """Read and verify an artifact; :class:`ModelError` says what does not verify."""
         manifest = read_manifest(directory, verifier=verifier)
+        legacy = manifest["format"] == 3
         try:
             families = tuple(
                 Family(
@@ -372,7 +378,7 @@ class Model:
                     tuple(float(x) for x in f["calibration"]),
                     float(f["slope"]),
                     float(f["weight"]),
-                    float(f.get("tail_to", LEGACY_TAIL_TO)),
+                    LEGACY_TAIL_TO if legacy else float(f["tail_to"]),
                 )
                 for f in manifest["families"]
             )
@@ -464,10 +470,10 @@ def read_manifest(directory: Path, *, verifier: Verifier | None = None) -> dict[
         raise ModelError(f"{path} is unreadable: {exc}") from None
     if not isinstance(manifest, dict):
         raise ModelError(f"{path}: not a manifest")
-    if manifest.get("format") != MODEL_FORMAT:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise ModelError(
             f"{path}: unsupported model format {manifest.get('format')!r} "
-            f"(this build reads format {MODEL_FORMAT}; retrain with `detector train`)"
+            f"(this build reads formats {READABLE_FORMATS}; retrain with `detector train`)"
         )
     try:
         actual = manifest_digest(manifest)
