@@ -21,8 +21,9 @@ Scores: each family's forest scores the columns it owns (floored at their traini
 thresholds were calibrated:
 
 * ``evidence`` (the default): each family score becomes evidence ``L = -ln p``, ``p`` its
-  training tail probability, empirical up to the family's 98th training percentile and, beyond
-  it, an exponential tail whose slope is fitted to the bulk (80th to 98th percentile). The
+  training tail probability, empirical up to the family's 95th training percentile
+  (``tail_to``; 98th in models saved before it was stored) and, beyond it, an exponential
+  tail whose slope is fitted to the bulk (80th to 95th percentile). The
   training data holds unlabelled attacks, which set the empirical ranks at the very top;
   extrapolating from the bulk lets a family whose top lies far beyond its bulk (large amounts
   on card data, bursts) speak louder than one whose top is more of the same (busy merchants).
@@ -62,6 +63,7 @@ __all__ = [
     "COMBINE_METHODS",
     "DEFAULT_ALPHA",
     "MODEL_FORMAT",
+    "READABLE_FORMATS",
     "Family",
     "Model",
     "ModelStore",
@@ -75,15 +77,22 @@ __all__ = [
     "sign_artifact",
 ]
 
-MODEL_FORMAT = 3  # bump when the manifest or the files change meaning; load refuses others
+MODEL_FORMAT = 4  # bump when the manifest or the files change meaning; load refuses others
+# Formats this build reads: 3 lacks each family's ``tail_to`` (its evidence ends the empirical
+# part at LEGACY_TAIL_TO); 4 saves it, so a build that reads only 3 refuses a 4 rather than
+# scoring it with the wrong tail.
+READABLE_FORMATS = (3, 4)
 COMBINE_METHODS = ("evidence", "max_percentile")
 DEFAULT_ALPHA = 0.35
-# Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where the
-# empirical part of the evidence ends (the 98th percentile) with its evidence, -ln 0.02.
+# Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where training
+# ends the empirical part of the evidence (TAIL_TO, saved per family as ``tail_to``) and
+# starts the bulk the exponential tail's slope is fitted to (TAIL_FROM). 0.95, measured
+# (docs/feature-design.md): the top 5% of a family's training scores hold its unlabelled
+# attacks and benign bursts; ranks there are what the bulk extrapolates, not empirical.
+# Models saved before ``tail_to`` existed end it at 0.98 (LEGACY_TAIL_TO).
 CALIBRATION_LEVELS = np.linspace(0.0, 1.0, 1001)
-TAIL_FROM, TAIL_TO = 0.80, 0.98
-_TAIL_INDEX = 980
-_TAIL_EVIDENCE = -math.log1p(-TAIL_TO)
+TAIL_FROM, TAIL_TO = 0.80, 0.95
+LEGACY_TAIL_TO = 0.98
 # Reasons name a second family when its evidence is within this many nats of the first's.
 EXPLAIN_WITHIN = 2.0
 MANIFEST = "model.json"
@@ -104,7 +113,8 @@ class Family:
     sees them (less than usual is never suspicious). ``notable``: each input's training 90th
     percentile (reasons name inputs above it). ``calibration``: the family's training scores
     at :data:`CALIBRATION_LEVELS` (ascending); ``slope``: the tail of the evidence beyond the
-    98th percentile (see the module docstring). ``weight`` multiplies the evidence.
+    ``tail_to`` training percentile (see the module docstring). ``weight`` multiplies the
+    evidence.
     """
 
     name: str
@@ -115,6 +125,11 @@ class Family:
     calibration: tuple[float, ...]
     slope: float
     weight: float = 1.0
+    tail_to: float = LEGACY_TAIL_TO
+
+    @functools.cached_property
+    def _tail_index(self) -> int:
+        return round(self.tail_to * (CALIBRATION_LEVELS.size - 1))
 
     @functools.cached_property
     def _floor_array(self) -> FloatArray:
@@ -141,13 +156,16 @@ class Family:
 
     def evidence(self, scores: FloatArray) -> FloatArray:
         """``-ln p`` of each score, ``p`` its training tail probability: empirical up to the
-        98th percentile, an exponential tail fitted to the bulk (80th-98th) beyond it."""
+        ``tail_to`` percentile, an exponential tail fitted to the bulk beyond it."""
         table = self._table
-        top = table[_TAIL_INDEX]
-        level = np.interp(scores, table[: _TAIL_INDEX + 1], CALIBRATION_LEVELS[: _TAIL_INDEX + 1])
+        index = self._tail_index
+        top = table[index]
+        level = np.interp(scores, table[: index + 1], CALIBRATION_LEVELS[: index + 1])
         out: FloatArray = -np.log1p(-level)
         beyond = scores > top
-        out[beyond] = _TAIL_EVIDENCE + (scores[beyond] - top) * self.slope
+        out[beyond] = (
+            -math.log1p(-float(CALIBRATION_LEVELS[index])) + (scores[beyond] - top) * self.slope
+        )
         return out
 
 
@@ -195,6 +213,8 @@ class Model:
                 raise ModelError(f"family {family.name!r}: calibration has NaN/inf")
             if family.slope <= 0 or family.weight <= 0:
                 raise ModelError(f"family {family.name!r}: slope and weight must be > 0")
+            if not 0.5 <= family.tail_to < 1.0:
+                raise ModelError(f"family {family.name!r}: tail_to must be in [0.5, 1)")
 
     @property
     def ordinary(self) -> tuple[float, ...]:
@@ -320,6 +340,7 @@ class Model:
                     "calibration": list(family.calibration),
                     "slope": family.slope,
                     "weight": family.weight,
+                    "tail_to": family.tail_to,
                 }
             )
         manifest: dict[str, Any] = {
@@ -345,6 +366,7 @@ class Model:
     def load(cls, directory: Path, *, verifier: Verifier | None = None) -> Model:
         """Read and verify an artifact; :class:`ModelError` says what does not verify."""
         manifest = read_manifest(directory, verifier=verifier)
+        legacy = manifest["format"] == 3
         try:
             families = tuple(
                 Family(
@@ -356,6 +378,7 @@ class Model:
                     tuple(float(x) for x in f["calibration"]),
                     float(f["slope"]),
                     float(f["weight"]),
+                    LEGACY_TAIL_TO if legacy else float(f["tail_to"]),
                 )
                 for f in manifest["families"]
             )
@@ -447,10 +470,10 @@ def read_manifest(directory: Path, *, verifier: Verifier | None = None) -> dict[
         raise ModelError(f"{path} is unreadable: {exc}") from None
     if not isinstance(manifest, dict):
         raise ModelError(f"{path}: not a manifest")
-    if manifest.get("format") != MODEL_FORMAT:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise ModelError(
             f"{path}: unsupported model format {manifest.get('format')!r} "
-            f"(this build reads format {MODEL_FORMAT}; retrain with `detector train`)"
+            f"(this build reads formats {READABLE_FORMATS}; retrain with `detector train`)"
         )
     try:
         actual = manifest_digest(manifest)

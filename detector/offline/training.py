@@ -191,6 +191,7 @@ def fit_model(
                 tuple(float(x) for x in np.quantile(scores, CALIBRATION_LEVELS)),
                 float(math.log((1 - TAIL_FROM) / (1 - TAIL_TO)) / max(high - low, 1e-9)),
                 float(weights.get(name, 1.0)),
+                TAIL_TO,
             )
         )
     digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes())

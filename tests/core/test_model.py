@@ -195,6 +195,32 @@ def test_evidence_is_empirical_to_the_98th_percentile_then_an_exponential_tail(
     )
 
 
+def test_tail_to_is_saved_with_each_family_and_older_models_keep_the_98th(
+    artifact: Path, tmp_path: Path
+) -> None:
+    model = Model.load(artifact)
+    if json.loads((artifact / MANIFEST).read_text())["format"] == 3:  # before tail_to
+        assert all(f.tail_to == 0.98 for f in model.families)
+    base = _family(model.families[0], "f", np.linspace(0.3, 0.7, CALIBRATION_LEVELS.size))
+    family = dataclasses.replace(base, slope=10.0, tail_to=0.95)
+    q95 = 0.3 + 0.4 * 0.95
+    got = family.evidence(np.array([0.5, q95, q95 + 0.1]))
+    np.testing.assert_allclose(
+        got, [-math.log(0.5), -math.log(0.05), -math.log(0.05) + 1.0], atol=1e-9
+    )
+    edited = dataclasses.replace(
+        model, families=tuple(dataclasses.replace(f, tail_to=0.95) for f in model.families)
+    )
+    edited.save(tmp_path / "m")
+    again = Model.load(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / MANIFEST).read_text())["format"] == 4
+    assert [f.tail_to for f in again.families] == [0.95] * len(model.families)
+    rows = np.random.default_rng(0).random((50, len(model.feature_names))) * 3
+    np.testing.assert_allclose(again.score(rows), edited.score(rows))
+    with pytest.raises(ModelError, match="tail_to"):
+        dataclasses.replace(model, families=(dataclasses.replace(base, tail_to=1.0),))
+
+
 def test_one_strong_family_is_enough_and_a_second_adds_a_little(artifact: Path) -> None:
     model = Model.load(artifact)
     evidence = np.array([[6.0, 0.0, 0.0], [6.0, 6.0, 0.0], [2.0, 2.0, 2.0], [0.0, 0.0, 6.0]])
