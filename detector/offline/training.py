@@ -197,7 +197,16 @@ def fit_model(
     digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes())
     digest.update(
         json.dumps(
-            [combine, sorted(weights.items()), alpha, n_estimators, max_samples, random_state]
+            [
+                combine,
+                sorted(weights.items()),
+                alpha,
+                n_estimators,
+                max_samples,
+                random_state,
+                TAIL_FROM,  # the evidence's tail: a model scoring otherwise is another version
+                TAIL_TO,
+            ]
         ).encode()
     )
     draft = Model(

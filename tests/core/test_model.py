@@ -184,7 +184,7 @@ def test_evidence_is_empirical_to_the_98th_percentile_then_an_exponential_tail(
 ) -> None:
     base = Model.load(artifact).families[0]
     family = _family(base, "f", np.linspace(0.3, 0.7, CALIBRATION_LEVELS.size))
-    family = dataclasses.replace(family, slope=10.0)
+    family = dataclasses.replace(family, slope=10.0, tail_to=0.98)
     q98 = 0.3 + 0.4 * 0.98
     got = family.evidence(np.array([0.2, 0.3, 0.5, q98, q98 + 0.1]))
     np.testing.assert_allclose(

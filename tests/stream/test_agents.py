@@ -207,8 +207,9 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
         assert "__faust" not in verdict
         assert verdict["withdrawal_id"] == "w-1"
         assert verdict["verdict"] in {"delay", "refuse"}
-        # $250,000 from a fresh account to a fresh address: the amount is what is named.
-        assert {r["family"] for r in verdict["reasons"]} & {"amount"}
+        # $250,000 from a fresh account to a fresh address: the amount is what is named (by
+        # the amount family, or the destination's "amount to a new destination").
+        assert any("250,000" in r["detail"] for r in verdict["reasons"])
         assert detector.destinations.get("bc1qattacker", 0)["a"]  # fan-in state, address
         assert detector.decided.get("w-1", 0)["v"] == call["value"].decode()  # on record
         registry = detector.registry
