@@ -127,6 +127,8 @@ class DetectorApp:
     accounts_agent: Any
     decide_agent: Any
     topics: dict[str, Any]
+    # The producers the stages send with (stage 1's, stage 2's; one when they share it).
+    producers: tuple[Any, ...] = ()
 
 
 def create_app(
@@ -594,6 +596,7 @@ def create_app(
             "decisions": decisions,
             "dlq": dlq,
         },
+        (app.producer,) if stage_2_producer is None else (app.producer, stage_2_producer),
     )
 
 
