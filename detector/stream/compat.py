@@ -11,6 +11,9 @@ internal                                why
                                         *current* event; inside ``take_events`` batches we
                                         make each event current while its key is written
 ``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
+``Transport.create_producer``,          aiokafka keeps one produce request in flight per
+``App.add_dependency`` (mode)           broker: stage 2 sends with a producer of its own
+                                        (:func:`second_producer`), started with the app
 ``Consumer._new_offset/_add_gap``       Faust's commit bookkeeping can commit past offsets
 ``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
 ``Consumer.perform_seek``               forgets processed-but-uncommitted offsets on every
