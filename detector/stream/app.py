@@ -127,8 +127,6 @@ class DetectorApp:
     accounts_agent: Any
     decide_agent: Any
     topics: dict[str, Any]
-    # The producers the stages send with (stage 1's, stage 2's; one when they share it).
-    producers: tuple[Any, ...] = ()
 
 
 def create_app(
@@ -225,25 +223,15 @@ def create_app(
     # Per input partition: the newest event time seen (idle state expires against it).
     watermarks: dict[tuple[str, int], float] = {}
 
-    def producer_send(producer: Any) -> Send:
-        async def faust_send(record: Record) -> Awaitable[Any]:
-            # The producer directly (acks=all, idempotent): Faust's Topic.send costs ~20 us
-            # of bookkeeping per record that we do not use (measured with py-spy).
-            delivery: Awaitable[Any] = await producer.send(
-                record.topic, record.key, record.value, record.partition, None, record.headers
-            )
-            return delivery
+    async def faust_send(record: Record) -> Awaitable[Any]:
+        # The app's producer directly (acks=all, idempotent): Faust's Topic.send costs ~20 us
+        # of bookkeeping per record that we do not use (measured with py-spy).
+        delivery: Awaitable[Any] = await app.producer.send(
+            record.topic, record.key, record.value, record.partition, None, record.headers
+        )
+        return delivery
 
-        return faust_send
-
-    # Each stage its own producer: one request in flight per producer and broker, so with
-    # one producer a stage's round waited for the other stage's in flight. No partition is
-    # written by both stages (the dead letters aside), so every partition's order is one
-    # producer's.
-    kafka = (broker or settings.broker_url).startswith("kafka://")
-    stage_2_producer = compat.second_producer(app) if kafka and send is None else None
-    send = producer_send(app.producer) if send is None else send
-    send_2 = send if stage_2_producer is None else producer_send(stage_2_producer)
+    send = faust_send if send is None else send
 
     def dead_letter(
         event: Any, exc: InvalidEvent, key: bytes | None = None, value: bytes | None = None
@@ -443,9 +431,9 @@ def create_app(
         _sweep(decided, batch, None, watermarks, now=clock())
         # Round 1: the verdicts on record. Round 2: what counted them, and the verdicts.
         round_1 = _changelog_records(decided)
-        _written(decided, round_1, await _send_all(round_1, send_2, metrics))
+        _written(decided, round_1, await _send_all(round_1, send, metrics))
         round_2 = _changelog_records(destinations) + outbox + verdicts
-        _written(destinations, round_2, await _send_all(round_2, send_2, metrics))
+        _written(destinations, round_2, await _send_all(round_2, send, metrics))
         compat.release(batch)
         now = clock()
         for item, verdict, _ in decided_items:
@@ -528,8 +516,6 @@ def create_app(
 
     @app.agent(by_destination, name="decide")
     async def decide_agent(stream: Any) -> None:
-        if stage_2_producer is not None:
-            await compat.ready(stage_2_producer)
         async with _watched("decide", health):
             async for batch in compat.take_batches(stream, settings.batch_max, batch_within):
                 await decide_batch(batch)
@@ -596,7 +582,6 @@ def create_app(
             "decisions": decisions,
             "dlq": dlq,
         },
-        (app.producer,) if stage_2_producer is None else (app.producer, stage_2_producer),
     )
 
 

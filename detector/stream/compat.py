@@ -11,9 +11,6 @@ internal                                why
                                         *current* event; inside ``take_events`` batches we
                                         make each event current while its key is written
 ``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
-``Transport.create_producer``,          aiokafka keeps one produce request in flight per
-``App.add_dependency`` (mode)           broker: stage 2 sends with a producer of its own
-                                        (:func:`second_producer`), started with the app
 ``Consumer._new_offset/_add_gap``       Faust's commit bookkeeping can commit past offsets
 ``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
 ``Consumer.perform_seek``               forgets processed-but-uncommitted offsets on every
@@ -90,10 +87,8 @@ __all__ = [
     "import_kafka",
     "new_admin_client",
     "next_commit_offset",
-    "ready",
     "release",
     "resume_without_clearing",
-    "second_producer",
     "set_current_event",
     "tables_recovered",
     "take_batches",
@@ -108,23 +103,6 @@ class _IdempotentProducer(faust_aiokafka.Producer):
 
     def _settings_extra(self) -> Any:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-def second_producer(app: Any) -> Any:
-    """Another of the app's producers (the transport's: acks=all, idempotent, the app's
-    credentials), started and stopped with the app; :func:`ready` before the first send.
-
-    aiokafka has one produce request in flight per broker connection: records given to a
-    producer while a request is in flight wait for its acknowledgement before they leave.
-    Two stages sharing one producer queue behind each other's acknowledgements."""
-    producer = app.transport.create_producer(loop=app.loop, beacon=app.beacon)
-    app.add_dependency(producer)
-    return producer
-
-
-async def ready(producer: Any) -> None:
-    """Start ``producer`` unless it was (by the app or an earlier call)."""
-    await producer.maybe_start()
 
 
 def next_commit_offset(

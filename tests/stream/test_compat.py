@@ -230,19 +230,6 @@ def test_the_consumer_is_the_safe_one_and_overrides_what_faust_still_has(
     assert hasattr(consumer, "unacked") and hasattr(detector_app.app, "consumer_generation_id")
 
 
-def test_each_stage_sends_with_a_producer_of_its_own_started_with_the_app(
-    detector_app: DetectorApp,
-) -> None:
-    first, second = detector_app.producers
-    assert first is detector_app.app.producer and second is not first
-    for producer in (first, second):
-        assert isinstance(producer, compat.DetectorTransport.Producer)
-        extra = producer._settings_extra()
-        assert extra["acks"] == "all" and extra["enable_idempotence"] is True
-    assert second in detector_app.app._children  # started and stopped with the app
-    assert callable(second.maybe_start)
-
-
 def test_a_gap_never_includes_the_record_being_delivered(detector_app: DetectorApp) -> None:
     consumer = detector_app.app.consumer
     tp = faust.types.TP("t", 0)
