@@ -60,11 +60,13 @@ class Tally:
         return False
 
 
-async def raw(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+async def _started_clients(bootstrap: str, group: str, *topics: str) -> tuple[Any, Any]:
+    """An aiokafka consumer of ``topics`` in ``group`` (from the earliest offset, offsets
+    committed by the caller) and an acks=all idempotent producer, both started."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(
-        source,
+        *topics,
         bootstrap_servers=bootstrap,
         group_id=group,
         auto_offset_reset="earliest",
@@ -73,6 +75,11 @@ async def raw(bootstrap: str, source: str, sink: str, group: str, tally: Tally) 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
+    return consumer, producer
+
+
+async def raw(bootstrap: str, source: str, sink: str, group: str, tally: Tally) -> None:
+    consumer, producer = await _started_clients(bootstrap, group, source)
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
@@ -183,20 +190,8 @@ async def relay(bootstrap: str, source: str, sink: str, group: str) -> None:
     committed); a record of ``<sink>-mid`` is written to ``<sink>-record``, then, once that
     is acknowledged, to ``sink`` (the verdict on record, then the verdict). Runs until
     killed."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
     mid, on_record = f"{sink}-mid", f"{sink}-record"
-    consumer = AIOKafkaConsumer(
-        source,
-        mid,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await _started_clients(bootstrap, group, source, mid)
 
     async def send_all(topic: str, records: list[Any]) -> None:
         futures = [await producer.send(topic, key=r.key, value=r.value) for r in records]
