@@ -204,8 +204,6 @@ def run_workers(
     ensure_topics(mine.bootstrap_servers, topic_specs(mine))
     procs, cpu0 = [], []
     try:
-        import contextlib
-
         with contextlib.ExitStack() as stack:
             for i in range(workers):
                 port_settings = replace(

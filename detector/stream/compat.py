@@ -7,9 +7,6 @@ Public APIs do not offer what these do. Each helper names the trap it exists for
 ======================================  ===================================================
 internal                                why
 ======================================  ===================================================
-``faust.streams._current_event``        table writes go to the changelog partition of the
-                                        *current* event; inside ``take_events`` batches we
-                                        make each event current while its key is written
 ``aiokafka Producer._settings_extra``   Faust has no switch for acks=all + idempotence
 ``Consumer._new_offset/_add_gap``       Faust's commit bookkeeping can commit past offsets
 ``Consumer.on_partitions_revoked``      that were never processed (lost withdrawals) and
@@ -56,7 +53,6 @@ import logging
 import sys
 import types
 import warnings
-import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Generator, MutableSequence, Sequence
 from typing import Any, cast
@@ -65,7 +61,6 @@ import faust
 from faust import stores as faust_stores
 from faust.exceptions import Skip
 from faust.stores import memory as faust_memory
-from faust.streams import _current_event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
@@ -89,7 +84,6 @@ __all__ = [
     "next_commit_offset",
     "release",
     "resume_without_clearing",
-    "set_current_event",
     "tables_recovered",
     "take_batches",
 ]
@@ -528,13 +522,6 @@ class QuietWorker(faust.Worker):
         configure_logging(logging.getLevelName(level or logging.INFO))
 
 
-def set_current_event(event: Any) -> None:
-    """Make ``event`` (or nothing) the context's current event, which Faust tables read to
-    pick the changelog partition of a write. Only the context variable: the stream's own
-    ``current_event`` attribute belongs to ``take_events``' buffer filler."""
-    _current_event.set(None if event is None else weakref.ref(event))
-
-
 async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
     """An agent's records in micro-batches, read from its stream's queue.
 
@@ -600,11 +587,12 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
 def hold(batch: Sequence[Any]) -> None:
     """Take a reference on every message of a batch.
 
-    ``take_events`` acks a batch's events when the agent asks for the next batch *or when
-    the agent fails or is cancelled*; an ack would let the offsets be committed although
-    the batch's output never reached Kafka (traps: an exception acks the event). With our
-    reference held, that ack is not the last one: the offsets stay uncommitted (a gap the
-    consumer cannot commit past) until :func:`release` after delivery.
+    Faust's ``take_events`` acks a batch's events when the agent asks for the next batch *or
+    when the agent fails or is cancelled*; an ack would let the offsets be committed
+    although the batch's output never reached Kafka (traps: an exception acks the event).
+    :func:`take_batches` acks only after the caller is done; the reference stays as a second
+    guard: while it is held, no ack is the last one, and the offsets stay uncommitted (a gap
+    the consumer cannot commit past) until :func:`release` after delivery.
     """
     for event in batch:
         event.message.incref()

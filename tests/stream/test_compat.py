@@ -44,19 +44,6 @@ def _message(offset: int = 0) -> Any:
     return Message("t", 0, offset, 0.0, 0, None, b"k", b"v", None)
 
 
-def test_set_current_event_is_what_faust_tables_read() -> None:
-    class Event:  # weak-referenceable stand-in
-        pass
-
-    event = Event()
-    compat.set_current_event(event)
-    try:
-        assert faust.current_event() is event
-    finally:
-        compat.set_current_event(None)
-    assert faust.current_event() is None
-
-
 def test_hold_and_release_move_the_message_refcount() -> None:
     class Event:
         def __init__(self) -> None:
