@@ -5,6 +5,8 @@ agent, measured in one run on the same preloaded topic (needs a broker).
     python bench/bench_throughput.py --n 50000 --rates 500,1000 --seconds 30
     python bench/bench_throughput.py --n 60000 --skip raw,faust,faust-batch,faust-lean,latency \
         --cpu-quota 0.4                          # (c) and (d), each worker capped at 0.4 core
+    python bench/bench_throughput.py --n 60000 --skip raw,faust,faust-batch,faust-lean,latency \
+        --cpu-quota 0.4 --steady                 # the same at steady state (no join inside)
 
 (a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
 per event), (b') a Faust agent in micro-batches of Faust's ``take_events`` (the producer
@@ -58,9 +60,11 @@ WARMUP = 20  # lone withdrawals sent first and not reported (a fresh worker's fi
 
 def preload(settings: Settings, n: int) -> None:
     """N simulated withdrawals (realistic accounts and destinations) into the input topic."""
-    import_kafka()
-    from kafka import KafkaProducer
+    produce(settings, settings.topic_withdrawals, withdrawals(n))
 
+
+def withdrawals(n: int) -> list[dict[str, Any]]:
+    """N simulated withdrawals (realistic accounts and destinations), in time order."""
     accounts = max(100, n // 100)
     events = simulate.generate(
         simulate.SimConfig(accounts=accounts, days=40.0, seed=11, attacks_per_scenario=4)
@@ -70,12 +74,20 @@ def preload(settings: Settings, n: int) -> None:
         events += [
             {**e, "withdrawal_id": f"{e['withdrawal_id']}-{shift}"} for e in events[: n - shift]
         ]
+    return events[:n]
+
+
+def produce(settings: Settings, topic: str, events: list[dict[str, Any]]) -> None:
+    """``events`` into ``topic``, keyed by account, as fast as the producer goes."""
+    import_kafka()
+    from kafka import KafkaProducer
+
     producer = KafkaProducer(
         bootstrap_servers=settings.bootstrap_list, acks=1, linger_ms=20, batch_size=1 << 19
     )
-    for event in events[:n]:
+    for event in events:
         producer.send(
-            settings.topic_withdrawals,
+            topic,
             key=event["account_id"].encode(),
             value=simulate.encode_event(event),
         )
@@ -239,6 +251,91 @@ def run_workers(
         )
 
 
+STEADY_WARMUP = 2_000  # withdrawals decided before the measured ones (--steady)
+
+
+def _group_members(settings: Settings) -> dict[str, int]:
+    """Member id -> partitions assigned, of the workers' consumer group."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_list)
+    try:
+        (group,) = admin.describe_consumer_groups([settings.app_id])
+        if group.state != "Stable":
+            return {}
+        return {
+            m.member_id: sum(len(parts) for _, parts in m.member_assignment.assignment)
+            for m in group.members
+        }
+    finally:
+        admin.close()
+
+
+def run_steady(
+    settings: Settings, n: int, workers: int, tmp: Path, quota: float = 0.0
+) -> dict[str, Any]:
+    """``workers`` workers in one group on a fresh input topic, started and given a warm-up
+    (its verdicts waited for, the group stable with every worker assigned partitions) before
+    the N measured withdrawals are produced at once: no start, join or rebalance inside the
+    measurement, and no stage of any measured withdrawal before it. The span runs from just
+    before the first measured withdrawal is produced to the last verdict's CreateTime; CPU
+    is the workers' own over it."""
+    run = uuid.uuid4().hex[:8]
+    mine = replace(
+        settings,
+        app_id=f"bench-steady-{run}",
+        topic_withdrawals=f"bench-in-{run}",
+        topic_decisions=f"bench-decisions-{run}",
+    )
+    ensure_topics(mine.bootstrap_servers, topic_specs(mine))
+    events = withdrawals(STEADY_WARMUP + n)
+    try:
+        with contextlib.ExitStack() as stack:
+            procs = []
+            for i in range(workers):
+                worker_settings = replace(
+                    mine, web_port=mine.web_port + i, data_dir=tmp / f"s{run}{i}"
+                )
+                proc = stack.enter_context(
+                    worker_process(worker_settings, log_path=tmp / f"steady-{run}-{i}.log")
+                )
+                if quota > 0:
+                    stack.enter_context(cpu_quota(proc.pid, quota))
+                procs.append(proc)
+            produce(mine, mine.topic_withdrawals, events[:STEADY_WARMUP])
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                members = _group_members(mine)
+                if (
+                    _count(mine, mine.topic_decisions) >= STEADY_WARMUP
+                    and len(members) == workers
+                    and all(members.values())
+                ):
+                    break
+                time.sleep(1.0)
+            else:
+                raise SystemExit("steady: the warm-up was not decided or the group not stable")
+            cpu0 = [_cpu_s(p.pid) for p in procs]
+            first = time.time()  # CreateTime is this machine's clock too
+            produce(mine, mine.topic_withdrawals, events[STEADY_WARMUP:])
+            while _count(mine, mine.topic_decisions) < STEADY_WARMUP + n:
+                if time.monotonic() > deadline + 3600:
+                    raise SystemExit("steady: verdicts missing after an hour")
+                time.sleep(0.5)
+            cpu = sum(_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+            members = _group_members(mine)
+        count, _, last = _record_times(mine, mine.topic_decisions)
+        return {
+            "count": count - STEADY_WARMUP,
+            "first": first,
+            "last": last,
+            "cpu_s": cpu,
+            "members": len(members),
+        }
+    finally:
+        delete_topics(mine.bootstrap_servers, [s.name for s in topic_specs(mine)])
+
+
 @contextlib.contextmanager
 def relay_process(settings: Settings, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``pipelines.py relay`` from the withdrawals topic to the decisions topic, with its
@@ -380,6 +477,12 @@ def main() -> None:
         "its own for each worker, scaled down to what the machine has",
     )
     parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="(c) and (d) at steady state: workers started, warmed up and the group stable "
+        "before the N withdrawals are produced; the rate over their middle 80%%",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -397,6 +500,8 @@ def main() -> None:
     ensure_topics(settings.bootstrap_servers, topic_specs(settings))
     try:
         drains = {"raw", "faust", "faust-batch", "faust-lean", "worker", "two"} - skip
+        if args.steady:
+            drains -= {"worker", "two"}  # they produce to topics of their own
         if drains:
             started = time.perf_counter()
             preload(settings, args.n)
@@ -429,12 +534,16 @@ def main() -> None:
             (
                 "worker",
                 "(c) the detector worker",
-                lambda: run_workers(settings, args.n, 1, tmp, args.cpu_quota),
+                lambda: (run_steady if args.steady else run_workers)(
+                    settings, args.n, 1, tmp, args.cpu_quota
+                ),
             ),
             (
                 "two",
                 "(d) two workers, one group",
-                lambda: run_workers(settings, args.n, 2, tmp, args.cpu_quota),
+                lambda: (run_steady if args.steady else run_workers)(
+                    settings, args.n, 2, tmp, args.cpu_quota
+                ),
             ),
         ]
         print(f"{'pipeline':40s} {'withdrawals/s':>14s} {'CPU µs/withdrawal':>18s}")
@@ -446,6 +555,10 @@ def main() -> None:
             cpu_us = r["cpu_s"] / max(r["count"], 1) * 1e6
             results[key] = {"rate": rate, "cpu_us": cpu_us, **r}
             extra = f"   (stage 2: {r['batch']:,.0f} per batch)" if "batch" in r else ""
+            if "members" in r:
+                extra += (
+                    f"   (steady: {r['count']:,} verdicts measured, {r['members']} in the group)"
+                )
             print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}{extra}")
         for a, b, title in (
             ("worker", "faust", "c/b (worker / no-op Faust agent)"),

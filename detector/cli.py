@@ -14,7 +14,7 @@ from typing import Any
 from detector.config import Settings
 from detector.errors import ConfigError, DetectorError
 from detector.model import COMBINE_METHODS
-from detector.offline.training import DEFAULT_MAX_SAMPLES, DEFAULT_TREES
+from detector.offline.training import DEFAULT_TREES, FAMILY_MAX_SAMPLES
 from detector.policy import DEFAULT_DELAY_RATE, DEFAULT_REFUSE_RATE
 
 __all__ = ["main"]
@@ -392,7 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refuse-rate", type=float, default=DEFAULT_REFUSE_RATE)
     p.add_argument("--trees", type=int, default=DEFAULT_TREES, help="number of trees")
     p.add_argument(
-        "--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, help="rows per tree subsample"
+        "--max-samples",
+        type=int,
+        default=None,
+        help="rows per tree subsample, every family (default: per family, "
+        + ", ".join(f"{k} {v}" for k, v in FAMILY_MAX_SAMPLES.items())
+        + ")",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")

@@ -84,14 +84,13 @@ MODEL_FORMAT = 4  # bump when the manifest or the files change meaning; load ref
 READABLE_FORMATS = (3, 4)
 COMBINE_METHODS = ("evidence", "max_percentile")
 DEFAULT_ALPHA = 0.35
-# Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where training
-# ends the empirical part of the evidence (TAIL_TO, saved per family as ``tail_to``) and
-# starts the bulk the exponential tail's slope is fitted to (TAIL_FROM). 0.95, measured
-# (docs/feature-design.md): the top 5% of a family's training scores hold its unlabelled
-# attacks and benign bursts; ranks there are what the bulk extrapolates, not empirical.
-# Models saved before ``tail_to`` existed end it at 0.98 (LEGACY_TAIL_TO).
+# Training-score quantiles each family keeps (levels 0, 0.001, ..., 1) and where its
+# exponential tail's slope starts being fitted (TAIL_FROM). Where a family's empirical
+# evidence ends is its ``tail_to``, saved with it; training chooses it per family
+# (``detector.offline.training.FAMILY_TAIL_TO``). Models saved before ``tail_to`` existed
+# end it at 0.98 (LEGACY_TAIL_TO).
 CALIBRATION_LEVELS = np.linspace(0.0, 1.0, 1001)
-TAIL_FROM, TAIL_TO = 0.80, 0.95
+TAIL_FROM = 0.80
 LEGACY_TAIL_TO = 0.98
 # Reasons name a second family when its evidence is within this many nats of the first's.
 EXPLAIN_WITHIN = 2.0

@@ -4,7 +4,7 @@ headless Chromium, and the decision and its label are on Kafka with the right co
 One scenario (module fixture ``refused_in_chromium``) runs everything once:
 
 1. a real ``detector worker`` on topics of its own; an account with a habit of $10,000
-   withdrawals asks for $30,000 to an address it never used (another account paid that
+   withdrawals asks for $15,000 to an address it never used (another account paid that
    address the day before): the shipped model holds it (``delay``). A second account's large
    first withdrawal, whose id carries HTML, is held too;
 2. a real ``detector review`` process (the CLI) rebuilds its queue from Kafka;
@@ -209,7 +209,7 @@ def refused_in_chromium(
         held_event = event(
             f"w-{run}-drain",
             f"acct-{run}",
-            30_000.0,  # held, not refused, by the shipped model (0.59; refuse at 0.61)
+            15_000.0,  # held, not refused, by the shipped model (0.615; refuse at 0.626)
             mule,
             time.time(),
             asset="BTC",
@@ -218,7 +218,7 @@ def refused_in_chromium(
         xss_event = event(
             XSS_ID,
             f"acct-{run}-xss",
-            20_000.0,  # held too (a first withdrawal: 0.59)
+            5_000.0,  # held too (a first withdrawal: 0.57)
             f"bc1q-{run}-x",
             time.time(),
             asset="ETH",
@@ -310,7 +310,7 @@ def test_the_worker_holds_the_withdrawal_and_the_page_shows_it_with_its_context(
         assert reason["code"] in page
     assert f"Recent withdrawals of {s.held_event['account_id']}" in page
     assert '<span class="fan-count">2</span> distinct account(s) paid' in page  # the other payer
-    assert "1.25 BTC ($30,000)" in page
+    assert "1.25 BTC ($15,000)" in page
     # The two above, and any of the context withdrawals the model held.
     assert s.depth >= 2 and s.depth - 2 <= sum(v["verdict"] == "delay" for v in s.context)
     assert f'<strong class="depth">{s.depth}</strong> held withdrawal(s)' in page
@@ -342,7 +342,7 @@ def test_an_analyst_refuses_it_in_chromium_and_the_decision_is_on_kafka(
         for k in ("verdict", "score", "reasons", "model_version", "decided_at", "hold_seconds")
     }
     assert doc["withdrawal"]["destination"] == s.held_event["destination"]
-    assert doc["withdrawal"]["amount_usd"] == 30_000.0
+    assert doc["withdrawal"]["amount_usd"] == 15_000.0
     assert doc["audit"]["client_addr"] == "127.0.0.1"
     assert "HeadlessChrome" in doc["audit"]["user_agent"]
     assert doc["schema_version"] == 1
