@@ -255,18 +255,23 @@ STEADY_WARMUP = 2_000  # withdrawals decided before the measured ones (--steady)
 
 
 def _group_members(settings: Settings) -> dict[str, int]:
-    """Member id -> partitions assigned, of the workers' consumer group."""
+    """Member id -> partitions assigned, of the workers' consumer group once it is stable
+    (kafka-python 3's ``describe_groups``: the assignment decoded into plain dicts)."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_list)
     try:
-        (group,) = admin.describe_consumer_groups([settings.app_id])
-        if group.state != "Stable":
+        group = admin.describe_groups([settings.app_id])[settings.app_id]
+        if group.get("group_state") != "Stable":
             return {}
-        return {
-            m.member_id: sum(len(parts) for _, parts in m.member_assignment.assignment)
-            for m in group.members
-        }
+        out = {}
+        for member in group.get("members", []):
+            assignment = member.get("member_assignment") or {}
+            parts = (
+                assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+            )
+            out[str(member["member_id"])] = sum(len(tp.get("partitions", [])) for tp in parts)
+        return out
     finally:
         admin.close()
 
