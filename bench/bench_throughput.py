@@ -207,6 +207,24 @@ def _batch_sizes(port: int) -> tuple[float, float]:
     return found["sum"], found["count"]
 
 
+def start_workers(
+    stack: contextlib.ExitStack, settings: Settings, workers: int, base: Path, quota: float
+) -> tuple[list[subprocess.Popen[bytes]], list[float]]:
+    """``workers`` worker processes of one group (web ports from ``settings.web_port`` up,
+    data and logs under ``base``), each capped at ``quota`` cores when > 0, each stopped
+    when ``stack`` closes; returned once each is ready, with each one's CPU time (s) when it
+    was (a worker may start draining before the next is up)."""
+    procs, cpu0 = [], []
+    for i in range(workers):
+        one = replace(settings, web_port=settings.web_port + i, data_dir=base / f"data-{i}")
+        proc = stack.enter_context(worker_process(one, log_path=base / f"worker-{i}.log"))
+        if quota > 0:
+            stack.enter_context(cpu_quota(proc.pid, quota))
+        procs.append(proc)
+        cpu0.append(_cpu_s(proc.pid))
+    return procs, cpu0
+
+
 def run_workers(
     settings: Settings, n: int, workers: int, tmp: Path, quota: float = 0.0
 ) -> dict[str, Any]:
@@ -214,20 +232,9 @@ def run_workers(
     decisions = f"bench-decisions-{run}"
     mine = replace(settings, app_id=f"bench-{run}", topic_decisions=decisions)
     ensure_topics(mine.bootstrap_servers, topic_specs(mine))
-    procs, cpu0 = [], []
     try:
         with contextlib.ExitStack() as stack:
-            for i in range(workers):
-                port_settings = replace(
-                    mine, web_port=mine.web_port + i, data_dir=tmp / f"w{run}{i}"
-                )
-                proc = stack.enter_context(
-                    worker_process(port_settings, log_path=tmp / f"worker-{run}-{i}.log")
-                )
-                if quota > 0:
-                    stack.enter_context(cpu_quota(proc.pid, quota))
-                procs.append(proc)
-                cpu0.append(_cpu_s(proc.pid))
+            procs, cpu0 = start_workers(stack, mine, workers, tmp / f"worker-{run}", quota)
             deadline = time.monotonic() + 3600
             while _count(mine, decisions) < n and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -296,17 +303,7 @@ def run_steady(
     events = withdrawals(STEADY_WARMUP + n)
     try:
         with contextlib.ExitStack() as stack:
-            procs = []
-            for i in range(workers):
-                worker_settings = replace(
-                    mine, web_port=mine.web_port + i, data_dir=tmp / f"s{run}{i}"
-                )
-                proc = stack.enter_context(
-                    worker_process(worker_settings, log_path=tmp / f"steady-{run}-{i}.log")
-                )
-                if quota > 0:
-                    stack.enter_context(cpu_quota(proc.pid, quota))
-                procs.append(proc)
+            procs, _ = start_workers(stack, mine, workers, tmp / f"steady-{run}", quota)
             produce(mine, mine.topic_withdrawals, events[:STEADY_WARMUP])
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
