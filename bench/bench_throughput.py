@@ -482,7 +482,8 @@ def main() -> None:
         "--steady",
         action="store_true",
         help="(c) and (d) at steady state: workers started, warmed up and the group stable "
-        "before the N withdrawals are produced; the rate over their middle 80%%",
+        "before the N withdrawals are produced; the rate from the first produced to the last "
+        "verdict",
     )
     parser.add_argument(
         "--set",
