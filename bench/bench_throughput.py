@@ -8,6 +8,10 @@ agent, measured in one run on the same preloaded topic (needs a broker).
     python bench/bench_throughput.py --n 60000 --skip raw,faust,faust-batch,faust-lean,latency \
         --cpu-quota 0.4 --steady                 # the same at steady state (no join inside)
 
+``--steady`` also prints, per configuration, the stage-2 items per micro-batch and the records
+the workers produced per measured withdrawal, by topic (each changelog record is one more
+record every standby replica consumes).
+
 (a) raw aiokafka getmany -> send, (b) a no-op Faust agent (raw bytes in, a fixed JSON out
 per event), (b') a Faust agent in micro-batches of Faust's ``take_events`` (the producer
 directly, the worker's transport and settings; one fixed JSON out per event), (b'') the same
@@ -46,7 +50,7 @@ from chaos import settings_overrides  # noqa: E402
 from kafka_io import isolated_settings  # noqa: E402
 
 from detector.config import Settings  # noqa: E402
-from detector.events import format_rfc3339  # noqa: E402
+from detector.events import format_rfc3339, parse_rfc3339  # noqa: E402
 from detector.local.process import stop_process, worker_process  # noqa: E402
 from detector.offline import simulate  # noqa: E402
 from detector.stream.app import topic_specs  # noqa: E402
@@ -69,10 +73,19 @@ def withdrawals(n: int) -> list[dict[str, Any]]:
     events = simulate.generate(
         simulate.SimConfig(accounts=accounts, days=40.0, seed=11, attacks_per_scenario=4)
     )
-    while len(events) < n:  # top up with copies under new ids, shifted in time
-        shift = len(events)
+    base = list(events)
+    times = [parse_rfc3339(e["requested_at"]) for e in base]
+    span = times[-1] - times[0] + 3600.0
+    copy = 0
+    while len(events) < n:  # top up with copies under new ids, each after the one before
+        copy += 1
         events += [
-            {**e, "withdrawal_id": f"{e['withdrawal_id']}-{shift}"} for e in events[: n - shift]
+            {
+                **e,
+                "withdrawal_id": f"{e['withdrawal_id']}-{copy}",
+                "requested_at": format_rfc3339(t + copy * span),
+            }
+            for e, t in zip(base[: n - len(events)], times, strict=False)
         ]
     return events[:n]
 
@@ -151,11 +164,12 @@ def _record_times(settings: Settings, topic: str) -> tuple[int, float, float]:
     return count, first, last
 
 
-def _count(settings: Settings, topic: str) -> int:
+def _count(settings: Settings, topic: str, partitions: int | None = None) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list)
-    tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    n = settings.partitions if partitions is None else partitions
+    tps = [TopicPartition(topic, p) for p in range(n)]
     ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
     consumer.close()
     return sum(ends[tp] - starts[tp] for tp in tps)
@@ -318,6 +332,8 @@ def run_steady(
             else:
                 raise SystemExit("steady: the warm-up was not decided or the group not stable")
             cpu0 = [_cpu_s(p.pid) for p in procs]
+            batches0 = [_batch_sizes(mine.web_port + i) for i in range(workers)]
+            produced0 = _produced(mine)
             first = time.time()  # CreateTime is this machine's clock too
             produce(mine, mine.topic_withdrawals, events[STEADY_WARMUP:])
             while _count(mine, mine.topic_decisions) < STEADY_WARMUP + n:
@@ -325,17 +341,34 @@ def run_steady(
                     raise SystemExit("steady: verdicts missing after an hour")
                 time.sleep(0.5)
             cpu = sum(_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
+            batches = [_batch_sizes(mine.web_port + i) for i in range(workers)]
+            produced = _produced(mine)
             members = _group_members(mine)
         count, _, last = _record_times(mine, mine.topic_decisions)
+        pairs = list(zip(batches, batches0, strict=True))
+        scored, calls = (sum(b[i] - b0[i] for b, b0 in pairs) for i in (0, 1))
         return {
             "count": count - STEADY_WARMUP,
             "first": first,
             "last": last,
             "cpu_s": cpu,
             "members": len(members),
+            "batch": scored / max(calls, 1),
+            "records": {t: (produced[t] - produced0[t]) / n for t in produced},
+            "prefix": f"{mine.app_id}-",
         }
     finally:
         delete_topics(mine.bootstrap_servers, [s.name for s in topic_specs(mine)])
+
+
+def _produced(settings: Settings) -> dict[str, int]:
+    """Records in each topic the workers write (the input and the labels aside)."""
+    skip = {settings.topic_withdrawals, settings.topic_labels}
+    return {
+        s.name: _count(settings, s.name, s.partitions)
+        for s in topic_specs(settings)
+        if s.name not in skip
+    }
 
 
 @contextlib.contextmanager
@@ -563,6 +596,11 @@ def main() -> None:
                     f"   (steady: {r['count']:,} verdicts measured, {r['members']} in the group)"
                 )
             print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}{extra}")
+            if "records" in r:
+                per = ", ".join(
+                    f"{t.removeprefix(r['prefix'])} {v:.3f}" for t, v in r["records"].items() if v
+                )
+                print(f"{'':40s} records produced per withdrawal: {per}")
         for a, b, title in (
             ("worker", "faust", "c/b (worker / no-op Faust agent)"),
             ("worker", "raw", "c/a (worker / raw aiokafka)"),

@@ -77,10 +77,12 @@ __all__ = [
 ]
 
 # Cells (rows x trees) evaluated per batch chunk. A cell uses four 8-byte buffers (node and
-# column, record, row key, row offset): 25,600 cells = 800 KiB, which with the node records
-# (~190 KiB for 100 trees of max_samples 2048) fits a 1 MiB L2 cache. Measured on the benchmark
-# machine (100 trees, max_samples 256 and 2048): 256 rows per chunk is best, 96-384 rows are
-# within 10% of it, 512 rows is ~50% slower (cache misses).
+# column, record, row key, row offset): 25,600 cells = 800 KiB, near a 1 MiB L2 cache with the
+# node records. Measured on the benchmark machine with 100 trees of max_samples 256 and 2,048:
+# 256 rows per chunk best, 96-384 within 10% of it, 512 ~50% slower (cache misses). With the
+# shipped model's three forests (node records 282 / 457 / 548 KiB, the destination forest of
+# 16,384-row subsamples), 66,578 simulated rows: 128-256 rows per chunk best in each family,
+# 512 up to 11% slower, 32 up to 64% slower (scratch timing, stop 24).
 _CHUNK_CELLS: Final = 25_600
 
 # Bits of a node record below the sign bit left for ``next`` (the node index) and the column

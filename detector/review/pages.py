@@ -356,6 +356,8 @@ summary .codes { font-size: 12px; color: var(--muted); }
            margin: 6px 0; }
 .body .history { grid-column: 1 / -1; }
 .body ul { margin: 0; padding-left: 18px; }
+.family { font-size: 10px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted);
+          border: 1px solid var(--line); border-radius: 3px; padding: 0 4px; }
 code { font-family: ui-monospace, monospace; font-size: 12px; background: #f0f2f6;
        padding: 0 3px; border-radius: 3px; overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; font-size: 12px; }

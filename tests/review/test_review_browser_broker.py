@@ -67,7 +67,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,1050",
 )
 ANALYST, PASSWORD = "alice", "correct horse battery staple"
-WHY = "New address, 3x the account's usual amount; customer did not confirm by phone."
+WHY = "New address, 18x the account's median amount; customer did not confirm by phone."
 XSS_ID = "w-<img src=x onerror=\"document.title='pwned'\">"
 WAIT_S = 60.0
 DAY = 86400.0
