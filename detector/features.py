@@ -16,11 +16,11 @@ No currency and no clock in the code
     unchanged up to float rounding (``tests/core/test_invariance.py``).
 
 Three families of inputs (:data:`FAMILIES`), each scored by its own isolation forest
-    * amount: above both the population's and the account's median; sustained excess over
-      the last withdrawals; the excess of the account's earlier withdrawals in the long window
-      (a takeover is a session of unusual withdrawals: one that follows unusual ones is
-      suspect even when it is only moderately large); value sent to freshly used
-      destinations within the usual gap;
+    * amount: above both the median account's median and the account's own; sustained
+      excess over the last withdrawals; the mean excess of the account's earlier withdrawals
+      in the long window (a takeover is a session of unusual withdrawals: one that follows
+      unusual ones is suspect even when it is only moderately large); value sent to freshly
+      used destinations within the usual gap;
     * frequency, against the account's own rhythm: rapid succession, burst within a quarter
       of the usual gap, busy long window, dormant account waking up, withdrawals above twice
       the median within the usual gap;
@@ -31,8 +31,11 @@ Three families of inputs (:data:`FAMILIES`), each scored by its own isolation fo
 
     Features-v6 (the earlier-excess and first-payers inputs, ``big_withdrawals`` moved to the
     frequency family) was chosen on the external benchmark's train part split in time and on
-    the simulator; the variants measured are in ``docs/feature-design.md``, the figures of
-    the shipped model in ``docs/evaluation.md``.
+    the simulator; features-v7 measures amounts against the median account rather than the
+    median withdrawal (busy accounts' large withdrawals set the latter) and takes the mean,
+    not the sum, of the earlier excess (a busy account's many ordinary withdrawals added up).
+    The variants measured are in ``docs/feature-design.md``, the figures of the shipped model
+    in ``docs/evaluation.md``.
 
 State is a plain JSON-able ``dict`` (it lives in a changelog-backed table), bounded per key.
 Dict order is state: an account's known destinations and a destination's payers are kept
@@ -80,7 +83,7 @@ __all__ = [
     "upgrade_account_state",
 ]
 
-FEATURE_SCHEMA = "features-v6"  # bump when names, order or meaning change (models pin it)
+FEATURE_SCHEMA = "features-v7"  # bump when names, order or meaning change (models pin it)
 
 # Design constants: dimensionless (counts, multiples of learned scales, natural-log units).
 PRIOR_WEIGHT = 4.0  # weight, in withdrawals, of the population's prior in an account's baselines
@@ -105,9 +108,9 @@ MAX_PAYERS = 256  # accounts remembered per destination (LRU)
 # The model's inputs, by family (columns of the model row, in this order).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "amount": (
-        "amount_vs_history",  # min(ln amount / population median, ln amount / account median)
+        "amount_vs_history",  # min(ln amount / median account's median, ln amount / its median)
         "sustained_excess",  # sum over the last 5 of max(0, ln(amount / median) - 1)
-        "recent_excess",  # sum of max(0, amount_vs_history) of the earlier ones in the long window
+        "recent_excess",  # mean max(0, amount_vs_history) of the earlier ones in the long window
         "to_fresh_destinations",  # ln(1 + value to fresh destinations in a usual gap / mean)
     ),
     "frequency": (
@@ -198,7 +201,7 @@ class AccountFeatures(NamedTuple):
     value: float  # the amount the features use (USD when given)
     n: int  # the account's withdrawals before this one
     median: float  # the account's median amount (prior blended)
-    population_median: float
+    population_median: float  # the median account's median amount (learned)
     mean_amount: float  # the account's EW mean amount (prior blended)
     usual_gap: float  # s
     gap: float  # s since the previous withdrawal (-1: none)
@@ -211,7 +214,7 @@ class AccountFeatures(NamedTuple):
     p_new: float  # the account's rate of new destinations (prior blended)
     amount_vs_history: float
     sustained_excess: float
-    recent_excess: float  # the earlier withdrawals' excess in the long window (see FAMILIES)
+    recent_excess: float  # the earlier withdrawals' mean excess in the long window (FAMILIES)
     to_fresh_destinations: float
     big_withdrawals: float
     rapid_succession: float
@@ -447,7 +450,7 @@ def account_step(
     sb = (1.0 - w) * params.sigma_between
     shrink = sw / math.sqrt(sw * sw + sb * sb)
     r = (lx - med) * shrink  # ln(amount / median), in warm-account units
-    vs_population = lx - params.log_amount_median
+    vs_population = lx - params.acct_log_median  # against the median account, not withdrawal
     excess = r - EXCESS_LN if r > EXCESS_LN else 0.0
     vs_history = vs_population if vs_population < r else r
     big = 1 if r > BIG_LN else 0
@@ -489,7 +492,7 @@ def account_step(
     big_count = sum(st["b"][lo_gap:hi]) + big
     lo_last = hi - (EXCESS_LAST - 1)
     sustained = sum(st["e"][lo_last if lo_last > lo_long else lo_long : hi]) + excess
-    recent_excess = sum(st["h"][lo_long:hi])
+    recent_excess = sum(st["h"][lo_long:hi]) / (hi - lo_long) if hi > lo_long else 0.0
 
     near_limit = 0
     limit = None if structuring is None else structuring.limits.get(event.asset)
@@ -514,7 +517,7 @@ def account_step(
         x,
         n,
         math.exp(med),
-        math.exp(params.log_amount_median),
+        math.exp(params.acct_log_median),
         mean_amount,
         usual_gap,
         gap,
@@ -724,7 +727,7 @@ def reason_detail(
         text = (
             f"amount {acc.value:,.2f} is {acc.value / median:,.1f}x the account's median "
             f"({acc.median:,.2f} over {acc.n} withdrawals) and "
-            f"{acc.value / acc.population_median:,.1f}x the typical withdrawal"
+            f"{acc.value / acc.population_median:,.1f}x the typical account's median"
         )
     elif feature == "sustained_excess":
         text = (
@@ -734,7 +737,8 @@ def reason_detail(
     elif feature == "recent_excess":
         text = (
             "earlier withdrawals of the account in the long window were unusually large "
-            f"(their excess over its and the typical amounts: {acc.recent_excess:.2f} in ln units)"
+            f"(their mean excess over its and the typical amounts: {acc.recent_excess:.2f} in ln "
+            "units)"
         )
     elif feature == "to_fresh_destinations":
         text = (

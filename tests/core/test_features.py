@@ -303,13 +303,14 @@ def test_recent_excess_carries_the_earlier_unusual_withdrawals_of_the_long_windo
     t = T0 + 40 * DAY
     big = [withdrawal(t + i * 60, 5000.0, wid=f"big{i}") for i in range(3)]
     _, feats = run([*big, withdrawal(t + 180, 100.0, wid="small")], history)
-    assert feats[0].recent_excess == 0.0  # nothing unusual before it
+    assert feats[0].recent_excess == 0.0  # nothing before it in the long window
     first = feats[0].amount_vs_history
     assert first > 1.0
+    # The mean over the earlier withdrawals of the long window.
     assert feats[1].recent_excess == pytest.approx(first)
-    assert feats[2].recent_excess == pytest.approx(first + feats[1].amount_vs_history)
+    assert feats[2].recent_excess == pytest.approx((first + feats[1].amount_vs_history) / 2)
     # An ordinary withdrawal right after them carries their excess; past the long window none.
-    assert feats[3].recent_excess > 2 * first and feats[3].amount_vs_history < 0.5
+    assert feats[3].recent_excess > 0.5 * first and feats[3].amount_vs_history < 0.5
     _, later = run([*big, withdrawal(t + 6 * unit, 100.0, wid="later")], history)
     assert later[3].recent_excess == 0.0
 
