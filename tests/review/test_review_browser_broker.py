@@ -209,7 +209,7 @@ def refused_in_chromium(
         held_event = event(
             f"w-{run}-drain",
             f"acct-{run}",
-            15_000.0,  # held, not refused, by the shipped model (0.615; refuse at 0.626)
+            15_000.0,  # held, not refused, by the shipped model (0.597; refuse at 0.627)
             mule,
             time.time(),
             asset="BTC",
@@ -218,7 +218,7 @@ def refused_in_chromium(
         xss_event = event(
             XSS_ID,
             f"acct-{run}-xss",
-            5_000.0,  # held too (a first withdrawal: 0.57)
+            5_000.0,  # held too (a first withdrawal: 0.554)
             f"bc1q-{run}-x",
             time.time(),
             asset="ETH",
