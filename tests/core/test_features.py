@@ -3,6 +3,7 @@ rhythm, late events, cold start, destinations, fan-in, bounds, labels, reasons."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -118,6 +119,21 @@ def test_amount_must_exceed_both_the_population_and_the_account() -> None:
     # A small account: 50 is 10x its median but half the population's median: not large.
     _, feats = run([*daily(30, 5.0), withdrawal(T0 + 30 * DAY, 50.0)])
     assert named(feats[-1])["amount_vs_history"] < 0
+
+
+def test_the_population_reference_is_the_median_account_not_the_median_withdrawal() -> None:
+    # Busy accounts' large withdrawals set the median withdrawal (1,000 here) far above the
+    # median account's median (100): a small account's 10x spike to 500 is half the median
+    # withdrawal, yet 5x the typical account's median, so it counts (features-v7).
+    params = dataclasses.replace(PARAMS, log_amount_median=math.log(1000.0))
+    _, feats = run([*daily(30, 50.0), withdrawal(T0 + 30 * DAY, 500.0)], params=params)
+    last = feats[-1]
+    assert last.population_median == pytest.approx(100.0)
+    assert 0 < last.amount_vs_history == pytest.approx(math.log(5.0))
+    assert (
+        "5.0x the typical account's median"
+        in reason_detail("amount_vs_history", last, DestinationFeatures(1, 0, 0)).detail
+    )
 
 
 def test_frequency_is_relative_to_the_accounts_own_rhythm() -> None:
