@@ -354,8 +354,10 @@ def run_steady(
             "cpu_s": cpu,
             "members": len(members),
             "batch": scored / max(calls, 1),
-            "records": {t: (produced[t] - produced0[t]) / n for t in produced},
-            "prefix": f"{mine.app_id}-",
+            "records": {
+                t.removeprefix(f"{mine.app_id}-"): (produced[t] - produced0[t]) / n
+                for t in produced
+            },
         }
     finally:
         delete_topics(mine.bootstrap_servers, [s.name for s in topic_specs(mine)])
@@ -597,9 +599,7 @@ def main() -> None:
                 )
             print(f"{title:40s} {rate:14,.0f} {cpu_us:18.1f}{extra}")
             if "records" in r:
-                per = ", ".join(
-                    f"{t.removeprefix(r['prefix'])} {v:.3f}" for t, v in r["records"].items() if v
-                )
+                per = ", ".join(f"{t} {v:.3f}" for t, v in r["records"].items() if v)
                 print(f"{'':40s} records produced per withdrawal: {per}")
         for a, b, title in (
             ("worker", "faust", "c/b (worker / no-op Faust agent)"),
