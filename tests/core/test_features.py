@@ -326,7 +326,10 @@ def test_recent_excess_carries_the_earlier_unusual_withdrawals_of_the_long_windo
     assert feats[1].recent_excess == pytest.approx(first)
     assert feats[2].recent_excess == pytest.approx((first + feats[1].amount_vs_history) / 2)
     # An ordinary withdrawal right after them carries their excess; past the long window none.
-    assert feats[3].recent_excess > 0.5 * first and feats[3].amount_vs_history < 0.5
+    earlier = [max(0.0, f.amount_vs_history) for f in feats[:3]]
+    assert feats[3].recent_excess == pytest.approx(sum(earlier) / 3)
+    assert feats[3].recent_excess > 0.5 * first
+    assert feats[3].amount_vs_history < 0.5
     _, later = run([*big, withdrawal(t + 6 * unit, 100.0, wid="later")], history)
     assert later[3].recent_excess == 0.0
 
