@@ -8,7 +8,8 @@ Topology (every topic created explicitly by :func:`topic_specs`, same partition 
     <app_id>-withdrawals-by-destination (batched records, one per destination partition)
       -> agent `decide`: fan-in (table `destinations`), micro-batch scoring with the
          compiled forests, policy -> decisions (plain JSON, key=account_id); the verdict
-         of each withdrawal_id is kept for the dedupe window (table `decided`)
+         of each withdrawal_id is kept for the dedupe window (table `decided`, a
+         micro-batch's verdicts of one partition per record: state.VerdictBook)
 
 Delivery: at-least-once, and processing is idempotent by withdrawal_id, so a redelivery
 (after a crash, a rebalance, or a producer's retry) changes no state and gets the
@@ -49,7 +50,7 @@ from detector.stream.dlq import dead_letter_record, internal_error
 from detector.stream.health import Health, http_response
 from detector.stream.logs import RateLimitedLog
 from detector.stream.metrics import DetectorMetrics
-from detector.stream.state import PartitionView, TableStore
+from detector.stream.state import PartitionView, TableStore, VerdictBook
 from detector.stream.topics import TopicSpec
 from detector.stream.wire import batch_records, decode_forwards, encode_item, encode_label
 
@@ -124,6 +125,7 @@ class DetectorApp:
     accounts: TableStore
     destinations: TableStore
     decided: TableStore
+    verdicts: VerdictBook  # the decided table by withdrawal_id (packed records)
     accounts_agent: Any
     decide_agent: Any
     topics: dict[str, Any]
@@ -202,7 +204,7 @@ def create_app(
     )
     decided = table(DECIDED_TABLE, lambda v: float(v["t"]) + window)
     account_view, destination_view = PartitionView(accounts), PartitionView(destinations)
-    decided_view = _DecidedView(decided, clock)
+    decided_view = VerdictBook(decided, clock)
     # The same composition replay uses, over the worker's tables.
     feedback = settings.feedback()
     structuring = settings.structuring()
@@ -428,10 +430,12 @@ def create_app(
         if shadow:
             outbox += shadow_records(shadow[0], decided_items)
         _sweep(destinations, batch, settings.topic_by_destination, watermarks)
-        _sweep(decided, batch, None, watermarks, now=clock())
+        decided_view.expire(
+            {int(event.message.partition) for event in batch}, clock(), _SWEEP_PER_BATCH
+        )
         # Round 1: the verdicts on record. Round 2: what counted them, and the verdicts.
-        round_1 = _changelog_records(decided)
-        _written(decided, round_1, await _send_all(round_1, send, metrics))
+        round_1 = _changelog_records(decided_view)
+        _written(decided_view, round_1, await _send_all(round_1, send, metrics))
         round_2 = _changelog_records(destinations) + outbox + verdicts
         _written(destinations, round_2, await _send_all(round_2, send, metrics))
         compat.release(batch)
@@ -520,7 +524,7 @@ def create_app(
             async for batch in compat.take_batches(stream, settings.batch_max, batch_within):
                 await decide_batch(batch)
 
-    def _changelog_records(store: TableStore) -> list[Record]:
+    def _changelog_records(store: TableStore | VerdictBook) -> list[Record]:
         return [
             Record(store.changelog_topic, key, value, partition=partition)
             for partition, key, value in store.changelog()
@@ -553,6 +557,7 @@ def create_app(
         (Faust's recovery), not in our caches."""
         for store_ in (accounts, destinations, decided):
             store_.reset_cache()
+        decided_view.reset()
         watermarks.clear()
 
     @app.on_partitions_assigned.connect
@@ -574,6 +579,7 @@ def create_app(
         accounts,
         destinations,
         decided,
+        decided_view,
         accounts_agent,
         decide_agent,
         {
@@ -603,24 +609,6 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-class _DecidedView:
-    """The ``decided`` store as :class:`~detector.pipeline.Stages` sees it: withdrawal_id ->
-    verdict text; each entry also records when it was written (it expires after the
-    dedupe window)."""
-
-    def __init__(self, store: TableStore, clock: Callable[[], float]) -> None:
-        self.store = store
-        self.clock = clock
-        self.partition = 0
-
-    def get(self, key: str, /) -> str | None:
-        entry = self.store.get(key, self.partition)
-        return None if entry is None else str(entry["v"])
-
-    def __setitem__(self, key: str, value: str, /) -> None:
-        self.store.set(key, {"v": value, "t": self.clock()}, self.partition)
-
-
 def _partition_of(destination: str, partitions: int) -> int:
     """Kafka's default partition of a key (murmur2, as Java clients and Faust use)."""
     return compat.default_partition(destination.encode(), partitions)
@@ -635,22 +623,16 @@ def _advance(watermarks: dict[tuple[str, int], float], tp: tuple[str, int], even
 def _sweep(
     store: TableStore,
     batch: Sequence[Any],
-    topic: str | None,
+    topic: str,
     watermarks: dict[tuple[str, int], float],
-    *,
-    now: float | None = None,
 ) -> None:
-    """Delete expired keys of the batch's partitions (at most a few per batch): against the
-    partition's event-time watermark, or ``now`` (wall clock) when given."""
+    """Delete expired keys of the batch's partitions (at most a few per batch), against the
+    partition's event-time watermark."""
     for partition in {int(event.message.partition) for event in batch}:
-        if now is None:
-            mark = watermarks.get((str(topic), partition))
-            if mark is None:
-                continue
-            limit_time = mark
-        else:
-            limit_time = now
-        for key in list(store.expired(partition, limit_time, _SWEEP_PER_BATCH)):
+        mark = watermarks.get((topic, partition))
+        if mark is None:
+            continue
+        for key in list(store.expired(partition, mark, _SWEEP_PER_BATCH)):
             store.delete(key, partition)
 
 
@@ -745,7 +727,9 @@ async def _send_all(outbox: Sequence[Record], send: Send, metrics: DetectorMetri
     return results
 
 
-def _written(store: TableStore, outbox: Sequence[Record], results: Sequence[Any]) -> None:
+def _written(
+    store: TableStore | VerdictBook, outbox: Sequence[Record], results: Sequence[Any]
+) -> None:
     """Tell ``store`` its changelog records in ``outbox`` are durable, with the last offset
     written per partition (from the send results, when they carry one)."""
     offsets: dict[int, int] = {}

@@ -211,7 +211,7 @@ def test_decide_agent_publishes_plain_json_verdicts(tmp_path: Path) -> None:
         # the amount family, or the destination's "amount to a new destination").
         assert any("250,000" in r["detail"] for r in verdict["reasons"])
         assert detector.destinations.get("bc1qattacker", 0)["a"]  # fan-in state, address
-        assert detector.decided.get("w-1", 0)["v"] == call["value"].decode()  # on record
+        assert detector.verdicts.get("w-1") == call["value"].decode()  # on record
         registry = detector.registry
         assert (
             registry.get_sample_value("detector_verdicts_total", {"verdict": verdict["verdict"]})

@@ -116,7 +116,14 @@ def test_verdicts_are_on_record_before_what_depends_on_them_is_sent(tmp_path: Pa
             i for i, name in enumerate(order) if name in ("decisions", "changelog:destinations")
         )
         assert last_decided < first_other, order
-        assert len(sent["changelog:decided"].calls) == 2
+        # One record holds the batch's verdicts (its partition's pack), each as published.
+        (record,) = sent["changelog:decided"].calls
+        packed = json.loads(record["value"])["w"]
+        published = {
+            json.loads(c["value"])["withdrawal_id"]: c["value"].decode()
+            for c in sent["decisions"].calls
+        }
+        assert record["key"] == b"\x00w-1" and packed == published and len(packed) == 2
 
     run_with_app(tmp_path, body, kafka_out=kafka)
 
@@ -130,13 +137,13 @@ def test_old_dedupe_entries_expire_as_tombstones(tmp_path: Path, store: str) -> 
         async with detector.decide_agent.test_context() as agent:
             await agent.put(_repartitioned(WITHDRAWAL), key=None)
             await asyncio.sleep(0.1)
-            assert detector.decided.get("w-1", 0) is not None
+            assert detector.verdicts.get("w-1") is not None
             clock[0] += window + 1
             await agent.put(_repartitioned({**WITHDRAWAL, "withdrawal_id": "w-9"}), key=None)
             await asyncio.sleep(0.1)
-        assert detector.decided.get("w-1", 0) is None
+        assert detector.verdicts.get("w-1") is None
         tombstones = [c for c in sent["changelog:decided"].calls if c["value"] is None]
-        assert [c["key"] for c in tombstones] == [b"w-1"]
+        assert [c["key"] for c in tombstones] == [b"\x00w-1"]  # w-1's pack
 
     run_with_app(tmp_path, body, clock=lambda: clock[0], store=store)
 
