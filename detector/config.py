@@ -344,7 +344,8 @@ class Settings:
             "standby_replicas",
             "each state partition is also kept warm by this many other workers (they follow "
             "its changelog), so a failover reads only the tail; 0 saves their memory and "
-            "the CPU of following (~8% per withdrawal with two workers: README, sizing)",
+            "the CPU of following (with two workers, within the spread of their runs: README, "
+            "sizing)",
         ),
     )
     group_instance_id: str = field(
