@@ -219,6 +219,18 @@ PACK_BYTES = 256 * 1024
 _PACK = "\x00"
 
 
+class _Pack:
+    """A ``decided`` record being filled: its key, its value and the verdict text it holds."""
+
+    __slots__ = ("held", "key", "size", "value")
+
+    def __init__(self, key: str, written_at: float) -> None:
+        self.key = key
+        self.held: dict[str, str] = {}  # withdrawal_id -> verdict text
+        self.value = {"t": written_at, "w": self.held}
+        self.size = 0
+
+
 class VerdictBook:
     """The ``decided`` table as :class:`~detector.pipeline.Stages` sees it: withdrawal_id ->
     the verdict text published for it, kept for the dedupe window.
@@ -243,7 +255,7 @@ class VerdictBook:
         self.clock = clock
         self.partition = 0
         self._where: dict[str, str] = {}  # withdrawal_id -> key of the record holding it
-        self._open: dict[int, tuple[str, dict[str, Any], list[int]]] = {}  # this batch's
+        self._open: dict[int, _Pack] = {}  # partition -> the pack this batch is filling
         self._indexed = False
 
     @property
@@ -267,15 +279,13 @@ class VerdictBook:
             self._index()
         partition = self.partition
         pack = self._open.get(partition)
-        if pack is None or (pack[2][0] + len(text) > PACK_BYTES and pack[1]["w"]):
-            pack = (_PACK + key, {"t": self.clock(), "w": {}}, [0])
-            self._open[partition] = pack
+        if pack is None or (pack.size + len(text) > PACK_BYTES and pack.held):
+            pack = self._open[partition] = _Pack(_PACK + key, self.clock())
             # Set once: the value is filled in place until changelog() encodes it.
-            self.store.set(pack[0], pack[1], partition)
-        where, value, size = pack
-        value["w"][key] = text
-        size[0] += len(text)
-        self._where[key] = where
+            self.store.set(pack.key, pack.value, partition)
+        pack.held[key] = text
+        pack.size += len(text)
+        self._where[key] = pack.key
 
     def changelog(self) -> list[ChangelogRecord]:
         """The records of this batch's packs (and tombstones); the packs are closed."""
