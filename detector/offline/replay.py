@@ -3,30 +3,118 @@
 Events are replayed in event-time order through :class:`~detector.pipeline.FeatureState`
 and scored in chunks by :class:`~detector.pipeline.Decider`, exactly as the worker's agents
 do. With ``metadata.label`` on the events, a quality report is computed.
+
+Two processes, as the worker's two stages: with ``jobs=2`` (the default when two CPUs are
+free and the input is long) a forked child runs the account stage over the events and streams
+the account features to this process, which runs the destination stage, scoring, policy and
+verdicts on them meanwhile. The stages share no state (the accounts are the child's; the
+destinations and the verdicts on record are this process's; a label's account part is
+applied in the child, its destination part here, each at the same point in event time) and
+the batches scored are the same, so the verdicts are those of one process, bit for bit
+(``tests/offline/test_replay_jobs.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detector.errors import DetectorError
 from detector.events import Withdrawal
-from detector.features import AccountFeatures, Structuring
+from detector.features import AccountFeatures, FeatureParams, Structuring
 from detector.gctune import relaxed
 from detector.labels import Label
 from detector.model import Model
 from detector.offline.quality import Tally
 from detector.pipeline import Decider, FeatureState, Feedback, Pending, verdict_text
 
-__all__ = ["CHUNK", "ReplayResult", "quality_report", "replay", "write_verdicts"]
+__all__ = [
+    "CHUNK",
+    "PIPELINE_MIN_EVENTS",
+    "ReplayError",
+    "ReplayResult",
+    "quality_report",
+    "replay",
+    "replay_jobs",
+    "write_verdicts",
+]
 
 # Rows scored together: large enough for the batched scorer's best per-row cost.
 CHUNK = 4096
+# Below this many events a second process costs more than it saves (a fork, ~10-50 ms).
+PIPELINE_MIN_EVENTS = 4 * CHUNK
+
+
+class ReplayError(DetectorError):
+    """The account stage's process failed (its traceback is in the message)."""
+
+
+def cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """The CPU time this process's cgroup may use, in CPUs (a container's CPU limit), or
+    None when there is no limit or it cannot be read (cgroup v2 ``cpu.max``, v1 CFS quota)."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        relative = path.lstrip("/")
+        try:
+            if controllers == "":  # v2: one unified hierarchy
+                quota, period = (root / relative / "cpu.max").read_text().split()
+            elif "cpu" in controllers.split(","):
+                base = root / "cpu" / relative
+                quota = (base / "cpu.cfs_quota_us").read_text().strip()
+                period = (base / "cpu.cfs_period_us").read_text().strip()
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return int(quota) / int(period)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def replay_jobs(jobs: int | None, n_events: int, destination_order: object = None) -> int:
+    """How many processes a replay of ``n_events`` uses: ``jobs`` when given (1 or 2), else
+    2 when two CPUs are usable (by affinity and by the cgroup's CPU limit), the input is
+    long, fork exists, and no other thread runs (a fork copies one thread: locks another
+    thread holds would stay held in the child)."""
+    if jobs is not None:
+        if jobs not in (1, 2):
+            raise ValueError(f"jobs must be 1 or 2 (the two stages), got {jobs}")
+        return 1 if destination_order is not None else jobs
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    quota = cpu_quota()
+    if (
+        usable < 2
+        or (quota is not None and quota < 2)
+        or n_events < PIPELINE_MIN_EVENTS
+        or destination_order is not None
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or threading.active_count() > 1
+    ):
+        return 1
+    return 2
 
 
 @dataclass
@@ -54,6 +142,7 @@ def replay(
     feedback: Feedback | None = None,
     score_from: float | None = None,
     structuring: Structuring | None = None,
+    jobs: int | None = None,
 ) -> ReplayResult:
     """Decide every event (given in event-time order) as the worker would.
 
@@ -69,6 +158,9 @@ def replay(
 
     ``score_from`` (epoch s): withdrawals before it only build state (a warm backtest:
     history, then the period under test); only the later ones are decided and returned.
+
+    ``jobs``: 1 (one process) or 2 (the account stage in a forked child, see the module);
+    None chooses (:func:`replay_jobs`). ``destination_order`` always runs in one process.
     """
     started = time.perf_counter()
     decider = Decider(model, hold_seconds=hold_seconds, feedback=feedback, structuring=structuring)
@@ -92,7 +184,13 @@ def replay(
         rows.append(decider.last_rows)
         chunk.clear()
 
-    for item in _items(state, events, destination_order, reports):
+    if not isinstance(events, Sequence):
+        events = list(events)
+    if replay_jobs(jobs, len(events), destination_order) == 2:
+        items = _pipelined(state, events, reports)
+    else:
+        items = _items(state, events, destination_order, reports)
+    for item in items:
         if score_from is not None and item.event.requested_at < score_from:
             continue  # warm-up: the state moved, nothing is decided
         chunk.append(item)
@@ -150,6 +248,101 @@ def _items(
         if wid in first:
             event, acc = first[wid]
             yield state.destination(event, acc)
+
+
+# Features cross from the child in messages of this many events: a small first message
+# starts this process early; a reader thread takes them as they come, so the child never
+# waits for this process (scoring still goes by CHUNK, the batches of one process).
+MESSAGE = 512
+
+
+def _pipelined(
+    state: FeatureState, events: Sequence[Withdrawal], reports: Sequence[Label]
+) -> Iterator[Pending]:
+    """As :func:`_items` without ``destination_order``, the account stage in a forked child
+    that inherits ``events`` and ``reports``; this process runs the destination stage on the
+    account features as they come (a label's account part is applied in the child, its
+    destination part here, each at the same point in event time)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_account_stage,
+        args=(sender, events, reports, state.params, state.structuring, state.feedback),
+        name="replay-accounts",
+        daemon=True,
+    )
+    child.start()
+    sender.close()
+    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    reader = threading.Thread(target=_read, args=(receiver, inbox), daemon=True)
+    reader.start()
+    try:
+        pending = sorted(reports, key=lambda label: label.reported_at)
+        i = 0
+        make = AccountFeatures._make
+        destination = state.destination
+        for start in range(0, len(events), MESSAGE):
+            message = inbox.get()
+            if message is None:
+                child.join()
+                raise ReplayError(
+                    f"replay: the account stage's process ended early (exit code {child.exitcode})"
+                )
+            accounts = pickle.loads(message)
+            if isinstance(accounts, str):
+                raise ReplayError(f"replay: the account stage failed:\n{accounts}")
+            for event, values in zip(events[start : start + MESSAGE], accounts, strict=True):
+                while i < len(pending) and pending[i].reported_at <= event.requested_at:
+                    state.destination_label(pending[i])
+                    i += 1
+                yield destination(event, make(values))
+        child.join()
+    finally:  # also when this process stopped early (an error, or its caller left)
+        if child.is_alive():
+            child.kill()
+        child.join()
+        reader.join()  # the child's end is closed: the reader saw the end of the pipe
+        receiver.close()
+
+
+def _read(receiver: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
+    """The reader thread: every message of the child, then None."""
+    try:
+        while True:
+            inbox.put(receiver.recv_bytes())
+    except (EOFError, OSError):
+        inbox.put(None)
+
+
+def _account_stage(
+    sender: Connection,
+    events: Sequence[Withdrawal],
+    reports: Sequence[Label],
+    params: FeatureParams,
+    structuring: Structuring | None,
+    feedback: Feedback,
+) -> None:
+    """The child: stage 1 over ``events`` (labels' account parts at their ``reported_at``),
+    the features sent as plain tuples, :data:`MESSAGE` events a message (a traceback's text
+    instead when it fails)."""
+    try:
+        state = FeatureState(params, structuring=structuring, feedback=feedback)
+        pending = sorted(reports, key=lambda label: label.reported_at)
+        i = 0
+        account = state.account
+        for start in range(0, len(events), MESSAGE):
+            features: list[tuple[Any, ...]] = []
+            for event in events[start : start + MESSAGE]:
+                while i < len(pending) and pending[i].reported_at <= event.requested_at:
+                    state.account_label(pending[i])
+                    i += 1
+                features.append(tuple(account(event)))
+            sender.send_bytes(pickle.dumps(features, pickle.HIGHEST_PROTOCOL))
+    except BaseException:  # whatever it is, the parent raises it with this traceback
+        with contextlib.suppress(OSError):  # unless the parent is gone already
+            sender.send_bytes(pickle.dumps(traceback.format_exc(), pickle.HIGHEST_PROTOCOL))
+    finally:
+        sender.close()
 
 
 def quality_report(
