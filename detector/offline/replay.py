@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -267,7 +268,15 @@ def _pipelined(
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
         target=_account_stage,
-        args=(sender, events, reports, state.params, state.structuring, state.feedback),
+        args=(
+            sender,
+            receiver,
+            events,
+            reports,
+            state.params,
+            state.structuring,
+            state.feedback,
+        ),
         name="replay-accounts",
         daemon=True,
     )
@@ -316,6 +325,7 @@ def _read(receiver: Connection, inbox: queue.SimpleQueue[bytes | None]) -> None:
 
 def _account_stage(
     sender: Connection,
+    inherited: Connection,
     events: Sequence[Withdrawal],
     reports: Sequence[Label],
     params: FeatureParams,
@@ -324,7 +334,13 @@ def _account_stage(
 ) -> None:
     """The child: stage 1 over ``events`` (labels' account parts at their ``reported_at``),
     the features sent as plain tuples, :data:`MESSAGE` events a message (a traceback's text
-    instead when it fails)."""
+    instead when it fails).
+
+    Ctrl-C is the parent's to handle (it stops this process). The pipe's reading end, which
+    the fork copied here, is closed: if the parent dies (kill -9, the OOM killer), the next
+    send fails and this process ends instead of waiting forever for a reader."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inherited.close()
     try:
         state = FeatureState(params, structuring=structuring, feedback=feedback)
         pending = sorted(reports, key=lambda label: label.reported_at)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +248,78 @@ def test_a_container_cpu_limit_below_two_keeps_one_process(
     monkeypatch.setattr(replay_module, "cpu_quota", lambda: 1.0)
     assert replay_jobs(None, PIPELINE_MIN_EVENTS) == 1
     assert replay_jobs(2, PIPELINE_MIN_EVENTS) == 2  # asked for
+
+
+# A replay whose account stage is slow (10 ms a withdrawal, in the child), which prints the
+# child's pid once the first batch is decided, then waits.
+_SLOW_REPLAY = """
+import multiprocessing, sys, time
+from pathlib import Path
+from detector.events import validate_withdrawal
+from detector.model import Model
+from detector.offline import replay as replay_module, simulate
+from detector.pipeline import Decider, FeatureState
+
+config = simulate.SimConfig(accounts=100, days=6, seed=5, attacks_per_scenario=2)
+events = [validate_withdrawal(doc) for doc in simulate.generate(config)]
+replay_module.MESSAGE, replay_module.CHUNK = 7, 50
+account = FeatureState.account
+
+def slow(self, event):
+    time.sleep(0.01)
+    return account(self, event)
+
+def waiting(self, items, **kwargs):
+    print("child", multiprocessing.active_children()[0].pid, flush=True)
+    time.sleep(60)
+
+FeatureState.account = slow
+Decider.decide = waiting
+try:
+    replay_module.replay(events, Model.load(Path(sys.argv[1])), jobs=2)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    """True once ``pid`` no longer runs (exited, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _start_slow_replay() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_REPLAY, str(DEFAULT_MODEL)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("child "), line
+    return proc, int(line.split()[1])
+
+
+def test_ctrl_c_stops_both_processes_as_an_interruption() -> None:
+    proc, child = _start_slow_replay()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in out  # not a ReplayError
+    assert _gone(child, 5.0)
+
+
+def test_the_child_of_a_killed_replay_does_not_linger() -> None:
+    proc, child = _start_slow_replay()
+    proc.kill()  # kill -9 of the parent alone: the child is orphaned mid-stream
+    proc.communicate(timeout=30)
+    assert _gone(child, 10.0)  # its next send fails: no reader is left
