@@ -218,9 +218,28 @@ class _Published(dict[str, Any]):
         return default if doc is None else verdict_text(doc)
 
 
+def _label_schedule(
+    events: Sequence[Withdrawal], reports: Sequence[Label]
+) -> dict[int, list[Label]]:
+    """Position of an event -> the labels applied just before it: each label at its
+    ``reported_at``, before a withdrawal at the same instant, in order (labels after the last
+    withdrawal change nothing that is decided). One schedule for the one-process replay and
+    for both processes of the two-process one."""
+    pending = sorted(reports, key=lambda label: label.reported_at)
+    due: dict[int, list[Label]] = {}
+    i = 0
+    for k, event in enumerate(events):
+        while i < len(pending) and pending[i].reported_at <= event.requested_at:
+            due.setdefault(k, []).append(pending[i])
+            i += 1
+        if i == len(pending):
+            break
+    return due
+
+
 def _items(
     state: FeatureState,
-    events: Iterable[Withdrawal],
+    events: Sequence[Withdrawal],
     destination_order: Sequence[str] | None,
     reports: Sequence[Label],
 ) -> Iterator[Pending]:
@@ -228,12 +247,10 @@ def _items(
     withdrawal at the same instant); or stage 1 in event-time order, then stage 2 in the
     worker's destination order (every withdrawal must be in it)."""
     if destination_order is None:
-        pending = sorted(reports, key=lambda label: label.reported_at)
-        i = 0
-        for event in events:
-            while i < len(pending) and pending[i].reported_at <= event.requested_at:
-                state.label(pending[i])
-                i += 1
+        due = _label_schedule(events, reports)
+        for k, event in enumerate(events):
+            for label in due.get(k, ()):
+                state.label(label)
             yield state.step(event)
         return
     if reports:
@@ -264,6 +281,7 @@ def _pipelined(
     that inherits ``events`` and ``reports``; this process runs the destination stage on the
     account features as they come (a label's account part is applied in the child, its
     destination part here, each at the same point in event time)."""
+    due = _label_schedule(events, reports)
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
@@ -272,7 +290,7 @@ def _pipelined(
             sender,
             receiver,
             events,
-            reports,
+            due,
             state.params,
             state.structuring,
             state.feedback,
@@ -286,8 +304,6 @@ def _pipelined(
     reader = threading.Thread(target=_read, args=(receiver, inbox), daemon=True)
     reader.start()
     try:
-        pending = sorted(reports, key=lambda label: label.reported_at)
-        i = 0
         make = AccountFeatures._make
         destination = state.destination
         for start in range(0, len(events), MESSAGE):
@@ -300,10 +316,10 @@ def _pipelined(
             accounts = pickle.loads(message)
             if isinstance(accounts, str):
                 raise ReplayError(f"replay: the account stage failed:\n{accounts}")
-            for event, values in zip(events[start : start + MESSAGE], accounts, strict=True):
-                while i < len(pending) and pending[i].reported_at <= event.requested_at:
-                    state.destination_label(pending[i])
-                    i += 1
+            batch = events[start : start + MESSAGE]
+            for k, (event, values) in enumerate(zip(batch, accounts, strict=True), start):
+                for label in due.get(k, ()):
+                    state.destination_label(label)
                 yield destination(event, make(values))
         child.join()
     finally:  # also when this process stopped early (an error, or its caller left)
@@ -327,12 +343,12 @@ def _account_stage(
     sender: Connection,
     inherited: Connection,
     events: Sequence[Withdrawal],
-    reports: Sequence[Label],
+    due: dict[int, list[Label]],
     params: FeatureParams,
     structuring: Structuring | None,
     feedback: Feedback,
 ) -> None:
-    """The child: stage 1 over ``events`` (labels' account parts at their ``reported_at``),
+    """The child: stage 1 over ``events`` (labels' account parts where ``due`` says),
     the features sent as plain tuples, :data:`MESSAGE` events a message (a traceback's text
     instead when it fails).
 
@@ -343,15 +359,12 @@ def _account_stage(
     inherited.close()
     try:
         state = FeatureState(params, structuring=structuring, feedback=feedback)
-        pending = sorted(reports, key=lambda label: label.reported_at)
-        i = 0
         account = state.account
         for start in range(0, len(events), MESSAGE):
             features: list[tuple[Any, ...]] = []
-            for event in events[start : start + MESSAGE]:
-                while i < len(pending) and pending[i].reported_at <= event.requested_at:
-                    state.account_label(pending[i])
-                    i += 1
+            for k, event in enumerate(events[start : start + MESSAGE], start):
+                for label in due.get(k, ()):
+                    state.account_label(label)
                 features.append(tuple(account(event)))
             sender.send_bytes(pickle.dumps(features, pickle.HIGHEST_PROTOCOL))
     except BaseException:  # whatever it is, the parent raises it with this traceback
