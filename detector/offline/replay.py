@@ -278,9 +278,9 @@ def _pipelined(
     state: FeatureState, events: Sequence[Withdrawal], reports: Sequence[Label]
 ) -> Iterator[Pending]:
     """As :func:`_items` without ``destination_order``, the account stage in a forked child
-    that inherits ``events`` and ``reports``; this process runs the destination stage on the
-    account features as they come (a label's account part is applied in the child, its
-    destination part here, each at the same point in event time)."""
+    that inherits ``events`` and the label schedule; this process runs the destination stage
+    on the account features as they come (a label's account part is applied in the child,
+    its destination part here, both before the same withdrawal)."""
     due = _label_schedule(events, reports)
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
