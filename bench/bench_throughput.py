@@ -24,6 +24,11 @@ latency ladder: produce -> verdict consumed, p50/p99, at fixed offered rates and
 withdrawal, through (e) a raw aiokafka relay with the worker's topology and no work (a
 forward, then the verdict on record and the verdict, each round acknowledged: what the
 broker and the transport cost on this machine) and through one worker, and the difference.
+Then the floor of any pipeline on this machine (``floor``): (f) Kafka's own end-to-end
+latency tool (``org.apache.kafka.tools.EndToEndLatency``, the Java client: one record at a
+time, produced with acks=all and consumed, one hop, nothing between; its jar is fetched with
+Maven), (g) the ladder's own clients with no pipeline at all (they produce to and read the
+input topic), (h) one hop of raw aiokafka with no work (``pipelines.py hop``).
 """
 
 from __future__ import annotations
@@ -374,24 +379,62 @@ def _produced(settings: Settings) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def relay_process(settings: Settings, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``pipelines.py relay`` from the withdrawals topic to the decisions topic, with its
-    own two intermediate topics, until the block exits."""
+def relay_process(
+    settings: Settings, tmp: Path, mode: str = "relay"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``pipelines.py relay`` (with its own two intermediate topics) or ``pipelines.py hop``
+    from the withdrawals topic to the decisions topic, until the block exits."""
     sink = settings.topic_decisions
-    ensure_topics(
-        settings.bootstrap_servers,
-        [TopicSpec(f"{sink}-{t}", settings.partitions) for t in ("mid", "record")],
-    )
-    command = [sys.executable, str(REPO / "bench" / "pipelines.py"), "relay"]
+    between = [f"{sink}-{t}" for t in ("mid", "record")] if mode == "relay" else []
+    ensure_topics(settings.bootstrap_servers, [TopicSpec(t, settings.partitions) for t in between])
+    command = [sys.executable, str(REPO / "bench" / "pipelines.py"), mode]
     command += [settings.bootstrap_list[0], settings.topic_withdrawals, sink]
-    command += [f"bench-relay-{uuid.uuid4().hex[:8]}", "0", "-"]
-    with (tmp / "relay.log").open("wb") as log:
+    command += [f"bench-{mode}-{uuid.uuid4().hex[:8]}", "0", "-"]
+    with (tmp / f"{mode}.log").open("wb") as log:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         yield proc
     finally:
         stop_process(proc)
-        delete_topics(settings.bootstrap_servers, [f"{sink}-{t}" for t in ("mid", "record")])
+        if between:
+            delete_topics(settings.bootstrap_servers, between)
+
+
+@contextlib.contextmanager
+def no_pipeline() -> Iterator[None]:
+    """Nothing between the ladder's producer and its reader (which reads the input topic)."""
+    yield None
+
+
+def kafka_tool_latency(settings: Settings, tmp: Path, n: int = 5000) -> str:
+    """Kafka's own ``EndToEndLatency`` tool (Java client) on the broker: ``n`` records of 200
+    bytes, one at a time, each produced (acks=all) and consumed before the next; its summary
+    lines (whole milliseconds), or why it did not run. Its jar (``kafka-tools``, not among
+    the broker's) is fetched with Maven, the broker's jars supply the rest."""
+    from detector.local.broker import resolve_jars
+
+    version = settings.kafka_version
+    repository = Path.home() / ".m2" / "repository" / "org" / "apache" / "kafka"
+    tools = repository / "kafka-tools" / version / f"kafka-tools-{version}.jar"
+    if not tools.is_file():
+        fetch = ["mvn", "-B", "-q", "dependency:get", "-Dtransitive=false"]
+        fetch.append(f"-Dartifact=org.apache.kafka:kafka-tools:{version}")
+        got = subprocess.run(fetch, capture_output=True, text=True, timeout=300, check=False)
+        if got.returncode != 0 or not tools.is_file():
+            return f"not run: Maven could not fetch kafka-tools {version}: {got.stdout[-300:]}"
+    jars = [str(j) for j in sorted(resolve_jars(settings, log=lambda _: None).glob("*.jar"))]
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    command = ["java", "-cp", ":".join([*jars, str(tools)])]
+    command += ["-Dlog4j.configuration=file:/dev/null", "org.apache.kafka.tools.EndToEndLatency"]
+    command += [settings.bootstrap_list[0], topic, str(n), "all", "200"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        delete_topics(settings.bootstrap_servers, [topic])
+    lines = [x for x in done.stdout.splitlines() if x.startswith(("Avg latency", "Percentiles"))]
+    if done.returncode != 0 or len(lines) != 2:
+        return f"not run: exit {done.returncode}: {(done.stdout + done.stderr)[-300:]}"
+    return "; ".join(lines)
 
 
 def latency_ladder(
@@ -401,10 +444,12 @@ def latency_ladder(
     tmp: Path,
     overrides: dict[str, Any],
     *,
-    relay: bool = False,
+    through: str = "worker",
 ) -> dict[float, tuple[float, float]]:
     """Produce -> verdict consumed at each offered rate (0: a lone withdrawal), through one
-    worker or (``relay``) the raw aiokafka relay; returns ``{rate: (p50 ms, p99 ms)}``."""
+    worker, the raw aiokafka ``relay`` (the worker's topology) or ``hop`` (one hop), or
+    ``none`` (the withdrawal itself read back from the input topic); returns
+    ``{rate: (p50 ms, p99 ms)}``."""
     from kafka import KafkaConsumer, KafkaProducer
 
     settings = isolated_settings(base.bootstrap_servers, tmp / "lat", partitions=base.partitions)
@@ -417,7 +462,7 @@ def latency_ladder(
 
     def consume() -> None:
         consumer = KafkaConsumer(
-            settings.topic_decisions,
+            settings.topic_withdrawals if through == "none" else settings.topic_decisions,
             bootstrap_servers=settings.bootstrap_list,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=5,
@@ -430,11 +475,13 @@ def latency_ladder(
         consumer.close()
 
     try:
-        pipeline = (
-            relay_process(settings, tmp)
-            if relay
-            else worker_process(settings, log_path=tmp / "latency-worker.log")
-        )
+        pipeline: contextlib.AbstractContextManager[subprocess.Popen[bytes] | None]
+        if through == "worker":
+            pipeline = worker_process(settings, log_path=tmp / "latency-worker.log")
+        elif through == "none":
+            pipeline = no_pipeline()
+        else:
+            pipeline = relay_process(settings, tmp, through)
         with pipeline as proc:
             reader = threading.Thread(target=consume, daemon=True)
             reader.start()
@@ -447,7 +494,7 @@ def latency_ladder(
             for rate in [-1.0, 0.0, *rates]:
                 ids = []
                 count = {-1.0: WARMUP, 0.0: LONE}.get(rate, int(rate * seconds))
-                began, cpu0 = time.perf_counter(), _cpu_s(proc.pid)
+                began, cpu0 = time.perf_counter(), _cpu_s(proc.pid) if proc else 0.0
                 for i in range(count):
                     due = began + (i * 0.2 if rate <= 0 else i / rate)
                     pause = due - time.perf_counter()
@@ -475,7 +522,7 @@ def latency_ladder(
                         producer.flush()
                 producer.flush()
                 time.sleep(3.0)
-                cpu_us = (_cpu_s(proc.pid) - cpu0) / count * 1e6
+                cpu = f"{(_cpu_s(proc.pid) - cpu0) / count * 1e6:,.0f} µs" if proc else "-"
                 lat = sorted((got[w] - sent[w]) * 1000 for w in ids if w in got)
                 missing = len(ids) - len(lat)
                 label = "lone withdrawal" if rate == 0 else f"{rate:,.0f}/s for {seconds:g} s"
@@ -485,7 +532,7 @@ def latency_ladder(
                         f"  {label:22s} p50 {statistics.median(lat):7.1f} ms   "
                         f"p99 {lat[int(0.99 * (len(lat) - 1))]:7.1f} ms   "
                         f"({len(lat)} verdicts, {missing} missing; "
-                        f"CPU {cpu_us:,.0f} µs/withdrawal)"
+                        f"CPU {cpu}/withdrawal)"
                     )
             producer.close()
             stop.set()
@@ -503,7 +550,7 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency,relay",
+        help="comma list of: raw,faust,faust-batch,faust-lean,worker,two,latency,relay,floor",
     )
     parser.add_argument(
         "--cpu-quota",
@@ -615,7 +662,9 @@ def main() -> None:
             floor = {}
             if "relay" not in skip:
                 print("latency, produce -> verdict consumed, (e) raw aiokafka relay, no work:")
-                floor = latency_ladder(settings, rates, args.seconds, tmp, overrides, relay=True)
+                floor = latency_ladder(
+                    settings, rates, args.seconds, tmp, overrides, through="relay"
+                )
             print("latency, produce -> verdict consumed (one worker):")
             ours = latency_ladder(settings, rates, args.seconds, tmp, overrides)
             for rate in sorted(set(floor) & set(ours)):
@@ -625,6 +674,15 @@ def main() -> None:
                     f"  worker - relay, {label:16s} p50 {p50 - f50:+7.1f} ms   "
                     f"p99 {p99 - f99:+7.1f} ms"
                 )
+        if "floor" not in skip:
+            rates = [float(r) for r in args.rates.split(",") if r]
+            print("the floor on this machine: no pipeline work at all")
+            print("  (f) Kafka's EndToEndLatency (Java client), one hop, 5,000 records in turn:")
+            print(f"      {kafka_tool_latency(settings, tmp)}")
+            print("  (g) the ladder's own clients, no pipeline (the withdrawal read back):")
+            latency_ladder(settings, rates, args.seconds, tmp, {}, through="none")
+            print("  (h) raw aiokafka, one hop (consume -> produce acks=all), no work:")
+            latency_ladder(settings, rates, args.seconds, tmp, {}, through="hop")
     finally:
         delete_topics(settings.bootstrap_servers, [s.name for s in topic_specs(settings)])
 

@@ -14,6 +14,8 @@
   the same with the worker's own batch reader.
 * ``relay``: the worker's topology (two stages, three acknowledged rounds) in raw aiokafka,
   no work, until killed (N and RESULT.json are ignored): the latency ladder's floor.
+* ``hop``: one hop in raw aiokafka, no work (consume -> produce acks=all, awaited; offsets
+  committed in the background), until killed: the floor of any pipeline of this transport.
 
 Each drains N records from the earliest offset and writes ``{"count", "first", "last",
 "cpu_s"}``: wall-clock times of the first and last record handled, and the process CPU time
@@ -214,6 +216,29 @@ async def relay(bootstrap: str, source: str, sink: str, group: str) -> None:
         await consumer.stop()
 
 
+async def hop(bootstrap: str, source: str, sink: str, group: str) -> None:
+    """Each record of ``source`` written to ``sink`` as it is (acks=all, awaited), nothing
+    else on the way: no intermediate topic, no work, the offset commit not awaited before
+    the next fetch. Runs until killed."""
+    consumer, producer = await _started_clients(bootstrap, group, source)
+    committing: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            futures = [
+                await producer.send(sink, key=r.key, value=r.value)
+                for records in batches.values()
+                for r in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                if committing is None or committing.done():
+                    committing = asyncio.ensure_future(consumer.commit())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 def main() -> None:
     mode, bootstrap, source, sink, group, n, path = sys.argv[1:8]
     tally = Tally(int(n), path)
@@ -227,6 +252,8 @@ def main() -> None:
         faust_micro(bootstrap, source, sink, group, tally, lean=mode == "faust-lean")
     elif mode == "relay":
         asyncio.run(relay(bootstrap, source, sink, group))
+    elif mode == "hop":
+        asyncio.run(hop(bootstrap, source, sink, group))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
