@@ -656,8 +656,8 @@ def main() -> None:
         ):
             if a in results and b in results:
                 print(f"{title:34s} {results[a]['rate'] / results[b]['rate']:.3f}x")
+        rates = [float(r) for r in args.rates.split(",") if r]
         if "latency" not in skip:
-            rates = [float(r) for r in args.rates.split(",") if r]
             overrides = settings_overrides(args.set)
             floor = {}
             if "relay" not in skip:
@@ -675,7 +675,6 @@ def main() -> None:
                     f"p99 {p99 - f99:+7.1f} ms"
                 )
         if "floor" not in skip:
-            rates = [float(r) for r in args.rates.split(",") if r]
             print("the floor on this machine: no pipeline work at all")
             print("  (f) Kafka's EndToEndLatency (Java client), one hop, 5,000 records in turn:")
             print(f"      {kafka_tool_latency(settings, tmp)}")
