@@ -8,10 +8,12 @@ a message saying so: they never skip silently.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,6 +30,14 @@ _BROKER_WAIT_S = 30.0  # how long the session waits for the broker before failin
 _TOPIC_TIMEOUT_S = 30.0  # topic creation / deletion budget per call
 
 TopicFactory = Callable[..., str]
+_BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``bench/bench_throughput.py`` as a module (``bench/`` on the path for this test)."""
+    monkeypatch.syspath_prepend(str(_BENCH))
+    return importlib.import_module("bench_throughput")
 
 
 def _unique(prefix: str) -> str:

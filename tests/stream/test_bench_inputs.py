@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from detector.events import parse_rfc3339, validate_withdrawal
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(REPO / "bench"))
-    return importlib.import_module("bench_throughput")
 
 
 def test_withdrawals_tops_up_with_copies_that_follow_the_history_in_time(

@@ -4,7 +4,6 @@ a floor is only a floor if every record crosses it, unchanged and in order."""
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
@@ -16,15 +15,8 @@ from kafka_io import consume_until, isolated_settings, produce
 from detector.stream.app import topic_specs
 from detector.stream.topics import delete_topics, ensure_topics
 
-REPO = Path(__file__).resolve().parents[2]
 KEYS = 6
 PER_KEY = 10
-
-
-@pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(REPO / "bench"))
-    return importlib.import_module("bench_throughput")
 
 
 @pytest.mark.broker
