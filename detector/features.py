@@ -27,13 +27,16 @@ Three families of inputs (:data:`FAMILIES`), each scored by its own isolation fo
     * destination: a new destination weighed by how often this account uses new ones, the
       amount sent to it, fan-in (accounts paying the destination within ``G``, and how many
       of them pay it for the first time), and accounts paying it for the first time within
-      the long window (a scam address gathers victims over days, a few a day).
+      the long window (a scam address gathers victims over days, a few a day); the counts
+      weigh less as the destination ages: 1 / (1 + age / (:data:`ESTABLISHED_G` x ``G``)).
 
     Features-v6 (the earlier-excess and first-payers inputs, ``big_withdrawals`` moved to the
     frequency family) was chosen on the external benchmark's train part split in time and on
     the simulator; features-v7 measures amounts against the median account rather than the
     median withdrawal (busy accounts' large withdrawals set the latter) and takes the mean,
-    not the sum, of the earlier excess (a busy account's many ordinary withdrawals added up).
+    not the sum, of the earlier excess (a busy account's many ordinary withdrawals added up);
+    features-v9 weighs the destination's counts by its youth (established destinations'
+    fan-in rises with everyone's activity: the benchmark's December doubled it).
     The variants measured are in ``docs/feature-design.md``, the figures of the shipped model
     in ``docs/evaluation.md``.
 
@@ -65,6 +68,7 @@ from detector.events import Withdrawal
 __all__ = [
     "ACCOUNT_STATE_VERSION",
     "DESTINATION_STATE_VERSION",
+    "ESTABLISHED_G",
     "FAMILIES",
     "FEATURE_NAMES",
     "FEATURE_SCHEMA",
@@ -83,7 +87,7 @@ __all__ = [
     "upgrade_account_state",
 ]
 
-FEATURE_SCHEMA = "features-v7"  # bump when names, order or meaning change (models pin it)
+FEATURE_SCHEMA = "features-v9"  # bump when names, order or meaning change (models pin it)
 
 # Design constants: dimensionless (counts, multiples of learned scales, natural-log units).
 PRIOR_WEIGHT = 4.0  # weight, in withdrawals, of the population's prior in an account's baselines
@@ -91,6 +95,10 @@ EW_EVENTS = 64  # EW means (mean amount, usual gap, new-destination rate) rememb
 MEDIAN_OF = 32  # the account's median amount is over its last 32 withdrawals
 LONG_WINDOW_G = 5.0  # long window (busy, sustained excess, structuring) = 5 G
 FAN_IN_WINDOW_G = 1.0  # fan-in window = 1 G
+# A destination first paid this many G ago counts its payers at half weight (features-v9):
+# an address that has received payments for weeks is an established service, whose fan-in
+# grows with everyone's activity (a season, a market rally), not a fresh collection address.
+ESTABLISHED_G = 30.0
 BURST_OF_GAP = 0.25  # burst window = a quarter of the account's usual gap
 GAP_FLOOR_G = 1e-3  # gaps below G / 1000 count as G / 1000
 EXCESS_LN = 1.0  # sustained excess: ln(amount / median) above 1 (amount > e x median)
@@ -266,6 +274,10 @@ class DestinationFeatures(NamedTuple):
     # Feedback (labels): the destination was reported as fraud before this withdrawal.
     reported: bool = False
     reported_by: str = ""  # "<source> <label_id>" of the report
+    # Time since the first payment to the destination that its state knows (s), and the
+    # weight its counts get in the model, 1 / (1 + age / (ESTABLISHED_G x G)) (features-v9).
+    age: float = 0.0
+    youth: float = 1.0
 
 
 @functools.lru_cache(maxsize=1 << 16)  # hot accounts and addresses repeat; 64k entries
@@ -343,7 +355,7 @@ def learn_params(events: Sequence[Withdrawal]) -> FeatureParams:
 # ---------------------------------------------------------------------- stage 1: per account
 
 ACCOUNT_STATE_VERSION = 3  # bump when the layout changes; upgrade_account_state reads older
-DESTINATION_STATE_VERSION = 2
+DESTINATION_STATE_VERSION = 3  # destination_step reads older
 
 
 def new_account_state(params: FeatureParams) -> dict[str, Any]:
@@ -585,7 +597,8 @@ def account_step(
 
 
 def new_destination_state() -> dict[str, Any]:
-    return {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": []}
+    # "f": the first payment to the destination the state has seen (epoch s; None before any)
+    return {"v": DESTINATION_STATE_VERSION, "a": {}, "L": [], "N": [], "f": None}
 
 
 def destination_step(
@@ -597,16 +610,28 @@ def destination_step(
     State: ``a`` maps an account digest to [latest payment, latest first-time payment or 0],
     in order of latest payment (re-inserted on every payment); ``L`` and ``N`` hold the same
     times sorted (window counts are bisects). At most :data:`MAX_PAYERS` accounts: the least
-    recently paying one goes first. ``state`` is updated in place and returned.
+    recently paying one goes first. ``f``: the first payment the destination received (its
+    age weighs the counts in the model: :func:`feature_vector`). ``state`` is updated in
+    place and returned.
     """
     st = new_destination_state() if state is None else state
-    if st.get("v", 1) < DESTINATION_STATE_VERSION:  # v1: same lists, payers in any order
-        st["a"] = dict(sorted(st["a"].items(), key=lambda kv: kv[1][0]))
+    version = st.get("v", 1)
+    if version < DESTINATION_STATE_VERSION:
+        if version < 2:  # v1: same lists, payers in any order
+            st["a"] = dict(sorted(st["a"].items(), key=lambda kv: kv[1][0]))
+        # v2 did not keep its first payment: the oldest one it still holds is the best
+        # bound (an upgraded destination is at least that old).
+        st["f"] = min(st["L"]) if st["L"] else None
         st["v"] = DESTINATION_STATE_VERSION
     payers: dict[str, list[float]] = st["a"]
     lasts: list[float] = st["L"]
     news: list[float] = st["N"]
     t = event.requested_at
+    first_paid = st.get("f")
+    if first_paid is None or t < first_paid:  # a late payment can be the first one
+        first_paid = st["f"] = t
+    age = t - first_paid
+    youth = 1.0 / (1.0 + age / (ESTABLISHED_G * params.unit_s))
     akey = short_digest(event.account_id)
     seen = payers.pop(akey, None)
     if seen is None:
@@ -636,13 +661,15 @@ def destination_step(
     # before it but decided after (in a backlog), as a held payment to a known scam must be.
     if report is not None and t < report[0]:
         report_by = f"{report[2]} {report[1]}"
-        return st, DestinationFeatures(fan_in, fan_in_new, new_long, True, report_by)
-    return st, DestinationFeatures(fan_in, fan_in_new, new_long)
+        return st, DestinationFeatures(fan_in, fan_in_new, new_long, True, report_by, age, youth)
+    return st, DestinationFeatures(fan_in, fan_in_new, new_long, False, "", age, youth)
 
 
 def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float]:
-    """The model's input row, in :data:`FEATURE_NAMES` order (families concatenated)."""
-    fan_in = dst.fan_in_count
+    """The model's input row, in :data:`FEATURE_NAMES` order (families concatenated); the
+    destination's counts weighted by its youth (an established destination's count less)."""
+    youth = dst.youth
+    fan_in = dst.fan_in_count * youth
     return [
         acc.amount_vs_history,
         acc.sustained_excess,
@@ -655,9 +682,9 @@ def feature_vector(acc: AccountFeatures, dst: DestinationFeatures) -> list[float
         acc.big_withdrawals,
         acc.new_destination_surprise,
         acc.amount_to_new_destination,
-        math.log1p(dst.fan_in_new_count),
-        math.log(fan_in) if fan_in > 1 else 0.0,
-        math.log1p(dst.new_payers_long),
+        math.log1p(dst.fan_in_new_count * youth),
+        math.log(fan_in) if fan_in > 1.0 else 0.0,
+        math.log1p(dst.new_payers_long * youth),
     ]
 
 
@@ -781,20 +808,25 @@ def reason_detail(
     elif feature == "fan_in_new":
         text = (
             f"{dst.fan_in_new_count} accounts paid this destination for the first time "
-            "within the fan-in window"
+            f"within the fan-in window; {_first_paid(dst)}"
         )
     elif feature == "new_payers":
         text = (
             f"{dst.new_payers_long} accounts paid this destination for the first time within the "
-            "long window"
+            f"long window; {_first_paid(dst)}"
         )
     elif feature == "fan_in":
         text = (
-            f"{dst.fan_in_count} distinct accounts paid this destination within the fan-in window"
+            f"{dst.fan_in_count} distinct accounts paid this destination within the fan-in "
+            f"window; {_first_paid(dst)}"
         )
     else:
         raise ValueError(f"no reason for unknown feature {feature!r}")
     return Reason(feature, family, text)
+
+
+def _first_paid(dst: DestinationFeatures) -> str:
+    return f"first paid {_duration(dst.age)} ago" if dst.age > 0 else "first paid just now"
 
 
 def _duration(seconds: float) -> str:

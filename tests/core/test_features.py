@@ -14,6 +14,8 @@ from samples import DAY, PARAMS, withdrawal
 
 from detector.features import (
     ACCOUNT_STATE_VERSION,
+    DESTINATION_STATE_VERSION,
+    ESTABLISHED_G,
     FAMILIES,
     FEATURE_NAMES,
     MAX_KNOWN,
@@ -229,8 +231,11 @@ def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
         out.append(dst)
     assert [d.fan_in_count for d in out] == [1, 2, 3, 4, 4]
     assert [d.fan_in_new_count for d in out] == [1, 2, 3, 3, 3]
-    assert named(_cold(), out[-1])["fan_in"] == pytest.approx(math.log(4))
-    assert named(_cold(), out[-1])["fan_in_new"] == pytest.approx(math.log(4))
+    # The model's inputs weigh the counts by the destination's youth: first paid 4 h before.
+    youth = 1 / (1 + 4 * H / (ESTABLISHED_G * DAY))
+    assert out[-1].age == 4 * H and out[-1].youth == pytest.approx(youth)
+    assert named(_cold(), out[-1])["fan_in"] == pytest.approx(math.log(4 * youth))
+    assert named(_cold(), out[-1])["fan_in_new"] == pytest.approx(math.log1p(3 * youth))
     # The fan-in window is one time unit G (a day here).
     state, later = destination_step(
         state, withdrawal(T0 + 4 * H + DAY, account="a9"), _cold(), PARAMS
@@ -243,6 +248,54 @@ def test_fan_in_counts_distinct_accounts_and_first_time_payers() -> None:
         state, withdrawal(T0 + 2 * H + 5 * DAY, account="a8"), _cold(), PARAMS
     )
     assert much_later.new_payers_long == 2  # a9 and a8; a2's first payment is 5 G earlier
+
+
+def test_an_established_destination_counts_its_payers_less() -> None:
+    """The same fan-in (8 accounts in G, all first-time payers) at a destination first paid
+    just before, and at one first paid 60 G before: half weight at ESTABLISHED_G, 1/3 at
+    twice that, in G of the model's params (so invariant to stretching time)."""
+
+    def fan_in_at(first_paid: float) -> DestinationFeatures:
+        known = _cold()._replace(new_destination=False)  # not a first-time payer
+        state, _ = destination_step(None, withdrawal(first_paid, account="old"), known, PARAMS)
+        dst = DestinationFeatures(0, 0, 0)
+        for i in range(8):
+            acc = _cold()._replace(new_destination=True)
+            state, dst = destination_step(
+                state, withdrawal(T0 + 100 * DAY + i * H, account=f"a{i}"), acc, PARAMS
+            )
+        return dst
+
+    fresh = fan_in_at(T0 + 100 * DAY - H)
+    established = fan_in_at(T0 + 100 * DAY - 2 * ESTABLISHED_G * DAY)
+    assert fresh.fan_in_new_count == established.fan_in_new_count == 8
+    assert established.youth == pytest.approx(
+        1 / (1 + (2 * ESTABLISHED_G * DAY + 7 * H) / (ESTABLISHED_G * DAY))
+    )
+    assert fresh.youth > 0.98
+    assert named(_cold(), established)["fan_in_new"] < named(_cold(), fresh)["fan_in_new"]
+    assert named(_cold(), established)["new_payers"] == pytest.approx(
+        math.log1p(8 * established.youth)
+    )
+    assert "first paid 60.3 days ago" in reason_detail("fan_in", _cold(), established).detail
+    # A late payment older than the first one known becomes the first.
+    state, _ = destination_step(None, withdrawal(T0 + DAY, account="a"), _cold(), PARAMS)
+    state, late = destination_step(state, withdrawal(T0, account="b"), _cold(), PARAMS)
+    assert late.age == 0.0 and state["f"] == T0
+
+
+def test_destination_state_of_version_2_upgrades_with_its_oldest_payment() -> None:
+    state = {
+        "v": 2,
+        "a": {"x": [T0 + H, 0.0], "y": [T0 + 2 * H, T0 + 2 * H]},
+        "L": [T0 + H, T0 + 2 * H],
+        "N": [T0 + 2 * H],
+    }
+    state, dst = destination_step(
+        json.loads(json.dumps(state)), withdrawal(T0 + 3 * H, account="z"), _cold(), PARAMS
+    )
+    assert state["v"] == DESTINATION_STATE_VERSION == 3
+    assert state["f"] == T0 + H and dst.age == 2 * H and dst.fan_in_count == 3
 
 
 def _cold() -> AccountFeatures:
